@@ -1,0 +1,39 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint format install clean
+
+run: install  ## Run the service on http://localhost:3000 with local PostgreSQL and storage emulators
+	$(BIN)/python -m devstack
+
+test: install  ## Run lint, type checks and the test suite
+	$(BIN)/ruff check app devstack tests
+	$(BIN)/ruff format --check app devstack tests
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+lint:
+	$(BIN)/ruff check app devstack tests
+	$(BIN)/mypy
+
+format:
+	$(BIN)/ruff format app devstack tests
+	$(BIN)/ruff check --fix app devstack tests
+
+install: $(VENV)/.installed node_modules/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+# Azurite (the Azure emulator) comes from npm; without Node the Azure provider stays off locally.
+node_modules/.installed: package.json
+	@if command -v npm >/dev/null 2>&1; then npm install --no-audit --no-fund --loglevel=error && touch $@; \
+	else echo "npm not found: Azure emulator skipped"; fi
+
+clean:
+	rm -rf $(VENV) node_modules .devstack .pytest_cache .mypy_cache .ruff_cache

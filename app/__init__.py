@@ -1,0 +1,66 @@
+"""The upload service: presigned uploads to S3, R2, B2 and Azure, metadata in PostgreSQL."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from dotenv import load_dotenv
+from flask import Flask
+
+from . import db, errors, migrations, storage
+from .config import PROVIDERS, Settings, load_settings
+from .repository import FileRepository
+from .status import bp as status_bp
+from .uploads.views import bp as uploads_bp
+from .uploads.views import guides_bp
+
+log = logging.getLogger(__name__)
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app from the environment (and ``.env``), or from ``test_config`` alone."""
+    app = Flask(__name__, static_folder=None)
+    if test_config is None:
+        load_dotenv()
+        env: Mapping[str, Any] = os.environ
+    else:
+        env = test_config
+    settings = load_settings(env)
+    app.extensions["settings"] = settings
+    # Flask's own JSON: keep non-ASCII file names readable in responses.
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+
+    register_extensions(app, settings)
+    register_blueprints(app)
+    errors.init_app(app)
+    migrations.init_app(app)
+    _log_providers(settings)
+    return app
+
+
+def register_extensions(app: Flask, settings: Settings) -> None:
+    """Create the per-process pool, storage clients and repository."""
+    db.init_app(app, settings)
+    storage.init_app(app, settings)
+    app.extensions["repository"] = FileRepository(db.run_in_transaction)
+
+
+def register_blueprints(app: Flask) -> None:
+    """Mount the upload routes once per provider, plus the guides' own paths."""
+    for name in PROVIDERS:
+        app.register_blueprint(
+            uploads_bp, name=f"uploads_{name}", url_prefix=f"/{name}", url_defaults={"provider": name}
+        )
+    app.register_blueprint(guides_bp)
+    app.register_blueprint(status_bp)
+
+
+def _log_providers(settings: Settings) -> None:
+    for name in PROVIDERS:
+        if name in settings.providers:
+            log.info("provider %s enabled", name)
+        else:
+            log.info("provider %s disabled: missing %s", name, ", ".join(settings.missing.get(name, ())))

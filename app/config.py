@@ -1,0 +1,346 @@
+"""Read and check the service's configuration once, at start-up.
+
+Variable names follow the Neon guides, so a guide's ``.env`` works unchanged.
+Every malformed value is collected and reported in one ``ConfigError``; a
+provider whose required variables are missing is not an error, it is simply
+disabled and its routes answer 503 naming what is missing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+from urllib.parse import urlsplit
+
+import psycopg2
+from psycopg2.extensions import parse_dsn
+
+PROVIDERS: tuple[str, ...] = ("s3", "r2", "b2", "azure")
+
+# SigV4 presigned URLs cannot live longer than seven days.
+MAX_URL_EXPIRY_SECONDS = 7 * 24 * 3600
+
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_AZURE_CONTAINER_NAME = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+# s3.us-west-004.backblazeb2.com -> us-west-004
+_B2_HOST_REGION = re.compile(r"^s3\.([a-z0-9-]+)\.backblazeb2\.com$")
+
+# The storage emulator the dev stack starts answers to this; kept here so the
+# Azure connection-string shortcut below works without the dev stack.
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+class ConfigError(Exception):
+    """The environment holds values the service cannot start with."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+@dataclass(frozen=True)
+class S3CompatibleSettings:
+    """One S3-compatible bucket: AWS S3, Cloudflare R2 or Backblaze B2."""
+
+    name: str
+    bucket: str
+    access_key_id: str = field(repr=False)
+    secret_access_key: str = field(repr=False)
+    region: str
+    # None means AWS itself (regional virtual-hosted endpoint).
+    endpoint_url: str | None
+    public_base_url: str | None
+    addressing_style: Literal["path", "virtual"]
+    kind: Literal["s3"] = "s3"
+
+
+@dataclass(frozen=True)
+class AzureSettings:
+    """One Azure Blob Storage container reached with an account key."""
+
+    name: str
+    container: str
+    account_name: str
+    account_key: str = field(repr=False)
+    # e.g. https://acct.blob.core.windows.net or http://127.0.0.1:10000/devstoreaccount1
+    account_url: str
+    kind: Literal["azure"] = "azure"
+
+
+ProviderSettings = S3CompatibleSettings | AzureSettings
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service reads from its environment."""
+
+    database_url: str = field(repr=False)
+    providers: Mapping[str, ProviderSettings]
+    missing: Mapping[str, tuple[str, ...]]
+    default_provider: str = "s3"
+    upload_url_expires_seconds: int = 300
+    db_pool_size: int = 4
+    db_pool_timeout_seconds: float = 5.0
+    db_connect_timeout_seconds: int = 5
+    db_statement_timeout_ms: int = 5000
+    storage_connect_timeout_seconds: float = 3.0
+    storage_read_timeout_seconds: float = 10.0
+    storage_max_attempts: int = 3
+
+
+class _Reader:
+    """Pull typed values out of an environment mapping, collecting problems."""
+
+    def __init__(self, env: Mapping[str, str]):
+        self.env = env
+        self.problems: list[str] = []
+
+    def get(self, name: str) -> str | None:
+        value = self.env.get(name)
+        if value is None:
+            return None
+        value = str(value).strip()
+        return value or None
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        raw = self.get(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            self.problems.append(f"{name}: expected a whole number, got {raw!r}")
+            return default
+        if not low <= value <= high:
+            self.problems.append(f"{name}: must be between {low} and {high}, got {value}")
+            return default
+        return value
+
+    def number(self, name: str, default: float, low: float, high: float) -> float:
+        raw = self.get(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            self.problems.append(f"{name}: expected a number, got {raw!r}")
+            return default
+        if not low <= value <= high:
+            self.problems.append(f"{name}: must be between {low} and {high}, got {value}")
+            return default
+        return value
+
+    def url(self, name: str) -> str | None:
+        raw = self.get(name)
+        if raw is None:
+            return None
+        parts = urlsplit(raw)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            # Never echo the value: a URL may carry credentials.
+            self.problems.append(f"{name}: expected an http(s) URL such as https://host.example.com")
+            return None
+        return raw.rstrip("/")
+
+    def bucket(self, name: str, pattern: re.Pattern[str] = _BUCKET_NAME) -> str | None:
+        raw = self.get(name)
+        if raw is not None and not pattern.match(raw):
+            self.problems.append(
+                f"{name}: {raw!r} is not a valid name (3-63 lowercase letters, digits, '-' or '.')"
+            )
+        return raw
+
+
+def _missing(reader: _Reader, names: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(n for n in names if reader.get(n) is None)
+
+
+def _s3_settings(r: _Reader) -> tuple[ProviderSettings | None, tuple[str, ...]]:
+    required = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "S3_BUCKET_NAME")
+    endpoint = r.url("S3_ENDPOINT_URL")
+    bucket = r.bucket("S3_BUCKET_NAME")
+    missing = _missing(r, required)
+    if missing:
+        return None, missing
+    assert bucket is not None
+    return S3CompatibleSettings(
+        name="s3",
+        bucket=bucket,
+        access_key_id=r.get("AWS_ACCESS_KEY_ID") or "",
+        secret_access_key=r.get("AWS_SECRET_ACCESS_KEY") or "",
+        region=r.get("AWS_REGION") or "",
+        endpoint_url=endpoint,
+        public_base_url=None,
+        # Virtual-hosted URLs on the bucket's regional host are what AWS wants;
+        # a dotted bucket name would break TLS there, and emulators want paths.
+        addressing_style="path" if endpoint or "." in bucket else "virtual",
+    ), ()
+
+
+def _r2_settings(r: _Reader) -> tuple[ProviderSettings | None, tuple[str, ...]]:
+    endpoint = r.url("R2_ENDPOINT_URL")
+    required: tuple[str, ...] = ("R2_ACCESS_KEY_ID", "R2_SECRET_ACCESS_KEY", "R2_BUCKET_NAME")
+    if r.get("R2_ENDPOINT_URL") is None:
+        required = ("R2_ACCOUNT_ID", *required)
+    bucket = r.bucket("R2_BUCKET_NAME")
+    public = r.url("R2_PUBLIC_BASE_URL")
+    missing = _missing(r, required)
+    if missing:
+        return None, missing
+    assert bucket is not None
+    return S3CompatibleSettings(
+        name="r2",
+        bucket=bucket,
+        access_key_id=r.get("R2_ACCESS_KEY_ID") or "",
+        secret_access_key=r.get("R2_SECRET_ACCESS_KEY") or "",
+        region="auto",
+        endpoint_url=endpoint or f"https://{r.get('R2_ACCOUNT_ID')}.r2.cloudflarestorage.com",
+        public_base_url=public,
+        addressing_style="path",
+    ), ()
+
+
+def _b2_settings(r: _Reader) -> tuple[ProviderSettings | None, tuple[str, ...]]:
+    required = ("B2_APPLICATION_KEY_ID", "B2_APPLICATION_KEY", "B2_BUCKET_NAME", "B2_ENDPOINT_URL")
+    endpoint = r.url("B2_ENDPOINT_URL")
+    bucket = r.bucket("B2_BUCKET_NAME")
+    missing = _missing(r, required)
+    if missing or endpoint is None:
+        return None, missing
+    assert bucket is not None
+    host = urlsplit(endpoint).hostname or ""
+    match = _B2_HOST_REGION.match(host)
+    region = r.get("B2_REGION") or (match.group(1) if match else None)
+    if region is None:
+        r.problems.append(
+            "B2_REGION: required because B2_ENDPOINT_URL's host does not name a region "
+            "(expected s3.<region>.backblazeb2.com)"
+        )
+        return None, ()
+    return S3CompatibleSettings(
+        name="b2",
+        bucket=bucket,
+        access_key_id=r.get("B2_APPLICATION_KEY_ID") or "",
+        secret_access_key=r.get("B2_APPLICATION_KEY") or "",
+        region=region,
+        endpoint_url=endpoint,
+        public_base_url=None,
+        addressing_style="path",
+    ), ()
+
+
+def parse_azure_connection_string(value: str) -> dict[str, str]:
+    """Split ``Key=Value;...`` into a dict; values may contain '='."""
+    parts: dict[str, str] = {}
+    for item in value.split(";"):
+        if not item.strip():
+            continue
+        key, sep, val = item.partition("=")
+        if not sep:
+            raise ValueError("expected Key=Value pairs separated by ';'")
+        parts[key.strip().lower()] = val.strip()
+    return parts
+
+
+def _azure_account(r: _Reader, name: str) -> tuple[str, str, str] | None:
+    raw = r.get(name) or ""
+    try:
+        parts = parse_azure_connection_string(raw)
+    except ValueError as exc:
+        r.problems.append(f"{name}: {exc}")
+        return None
+    if parts.get("usedevelopmentstorage", "").lower() == "true":
+        return AZURITE_ACCOUNT, AZURITE_KEY, f"http://127.0.0.1:10000/{AZURITE_ACCOUNT}"
+    account, key = parts.get("accountname"), parts.get("accountkey")
+    if not account or not key:
+        # SAS URLs are signed with the account key, so a SAS-only or
+        # token-only connection string cannot presign uploads.
+        r.problems.append(f"{name}: must contain AccountName and AccountKey")
+        return None
+    endpoint = parts.get("blobendpoint")
+    if endpoint:
+        split = urlsplit(endpoint)
+        if split.scheme not in ("http", "https") or not split.hostname:
+            r.problems.append(f"{name}: BlobEndpoint is not an http(s) URL")
+            return None
+        return account, key, endpoint.rstrip("/")
+    protocol = parts.get("defaultendpointsprotocol", "https")
+    suffix = parts.get("endpointsuffix", "core.windows.net")
+    return account, key, f"{protocol}://{account}.blob.{suffix}"
+
+
+def _azure_settings(r: _Reader) -> tuple[ProviderSettings | None, tuple[str, ...]]:
+    required = ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_CONTAINER_NAME")
+    container = r.bucket("AZURE_STORAGE_CONTAINER_NAME", _AZURE_CONTAINER_NAME)
+    missing = _missing(r, required)
+    if missing:
+        return None, missing
+    account = _azure_account(r, "AZURE_STORAGE_CONNECTION_STRING")
+    if account is None or container is None:
+        return None, ()
+    account_name, account_key, account_url = account
+    return AzureSettings(
+        name="azure",
+        container=container,
+        account_name=account_name,
+        account_key=account_key,
+        account_url=account_url,
+    ), ()
+
+
+def _database_url(r: _Reader) -> str:
+    url = r.get("DATABASE_URL")
+    if url is None:
+        r.problems.append("DATABASE_URL: required (a PostgreSQL URL such as postgresql://user:pass@host/db)")
+        return ""
+    try:
+        parse_dsn(url)
+    except psycopg2.ProgrammingError:
+        # The message psycopg2 gives may quote the password; keep it out.
+        r.problems.append("DATABASE_URL: not a valid PostgreSQL connection URL")
+    return url
+
+
+def load_settings(env: Mapping[str, str]) -> Settings:
+    """Build ``Settings`` from ``env`` or raise ``ConfigError`` naming every bad variable."""
+    r = _Reader(env)
+    database_url = _database_url(r)
+    providers: dict[str, ProviderSettings] = {}
+    missing: dict[str, tuple[str, ...]] = {}
+    for name, build in (
+        ("s3", _s3_settings),
+        ("r2", _r2_settings),
+        ("b2", _b2_settings),
+        ("azure", _azure_settings),
+    ):
+        provider, absent = build(r)
+        if provider is not None:
+            providers[name] = provider
+        elif absent:
+            missing[name] = absent
+
+    default_provider = (r.get("DEFAULT_PROVIDER") or "s3").lower()
+    if default_provider not in PROVIDERS:
+        r.problems.append(
+            f"DEFAULT_PROVIDER: must be one of {', '.join(PROVIDERS)}, got {default_provider!r}"
+        )
+
+    result = Settings(
+        database_url=database_url,
+        providers=providers,
+        missing=missing,
+        default_provider=default_provider,
+        upload_url_expires_seconds=r.integer("UPLOAD_URL_EXPIRES_SECONDS", 300, 1, MAX_URL_EXPIRY_SECONDS),
+        db_pool_size=r.integer("DB_POOL_SIZE", 4, 1, 1000),
+        db_pool_timeout_seconds=r.number("DB_POOL_TIMEOUT_SECONDS", 5.0, 0.0, 300.0),
+        db_connect_timeout_seconds=r.integer("DB_CONNECT_TIMEOUT_SECONDS", 5, 1, 300),
+        db_statement_timeout_ms=r.integer("DB_STATEMENT_TIMEOUT_MS", 5000, 1, 3_600_000),
+        storage_connect_timeout_seconds=r.number("STORAGE_CONNECT_TIMEOUT_SECONDS", 3.0, 0.1, 300.0),
+        storage_read_timeout_seconds=r.number("STORAGE_READ_TIMEOUT_SECONDS", 10.0, 0.1, 300.0),
+        storage_max_attempts=r.integer("STORAGE_MAX_ATTEMPTS", 3, 1, 10),
+    )
+    if r.problems:
+        raise ConfigError(r.problems)
+    return result

@@ -1,0 +1,214 @@
+"""The process-wide PostgreSQL pool and the connection a request borrows from it.
+
+The pool is created on first use, in the process that uses it, so nothing
+holds a connection across the server's fork. A request borrows one
+connection (``get_db``), may hand it back early before slow storage I/O
+(``release_db``), and teardown returns whatever is left, rolled back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Callable
+from typing import TypeVar, cast
+
+import psycopg2
+import psycopg2.extensions
+import psycopg2.pool
+from flask import Flask, current_app, g
+
+from .config import Settings
+from .errors import ServiceUnavailable
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+RETRY_AFTER_SECONDS = "2"
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    """The database cannot serve this request right now; the client may retry."""
+
+    def __init__(self, message: str = "database unavailable, try again shortly"):
+        super().__init__(message, headers={"Retry-After": RETRY_AFTER_SECONDS})
+
+
+class _Connection(psycopg2.extensions.connection):
+    """A connection that remembers whether its session was set up."""
+
+    prepared = False
+
+
+class Database:
+    """A bounded pool of connections to one PostgreSQL database."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        size: int,
+        pool_timeout: float,
+        connect_timeout: int,
+        statement_timeout_ms: int,
+    ):
+        self._dsn = dsn
+        self._size = size
+        self._pool_timeout = pool_timeout
+        self._connect_timeout = connect_timeout
+        self._statement_timeout_ms = statement_timeout_ms
+        self._lock = threading.Lock()
+        self._pool: psycopg2.pool.ThreadedConnectionPool | None = None
+        self._slots = threading.BoundedSemaphore(size)
+        self._pid = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Database:
+        """Build a pool sized and timed as ``settings`` say."""
+        return cls(
+            settings.database_url,
+            size=settings.db_pool_size,
+            pool_timeout=settings.db_pool_timeout_seconds,
+            connect_timeout=settings.db_connect_timeout_seconds,
+            statement_timeout_ms=settings.db_statement_timeout_ms,
+        )
+
+    def _get_pool(self) -> psycopg2.pool.ThreadedConnectionPool:
+        pid = os.getpid()
+        if self._pool is not None and self._pid == pid:
+            return self._pool
+        with self._lock:
+            if self._pool is None or self._pid != pid:
+                # A pool inherited across fork shares sockets with the parent:
+                # forget it (never close it, that would close the parent's).
+                self._slots = threading.BoundedSemaphore(self._size)
+                self._pool = psycopg2.pool.ThreadedConnectionPool(
+                    0,
+                    self._size,
+                    self._dsn,
+                    connect_timeout=self._connect_timeout,
+                    connection_factory=_Connection,
+                    application_name="upload-service",
+                    # Notice a dead peer (a Neon compute suspended, a failover)
+                    # in seconds rather than the kernel's two hours.
+                    keepalives=1,
+                    keepalives_idle=30,
+                    keepalives_interval=10,
+                    keepalives_count=3,
+                )
+                self._pid = pid
+        return self._pool
+
+    def borrow(self) -> _Connection:
+        """Take a connection, waiting at most the pool timeout for a free one."""
+        pool = self._get_pool()
+        slots = self._slots
+        if not slots.acquire(timeout=self._pool_timeout):
+            raise DatabaseUnavailable("database busy: no free connection, try again shortly")
+        try:
+            # The pool builds every connection with connection_factory=_Connection.
+            conn = cast(_Connection, pool.getconn())
+            if not conn.prepared:
+                self._prepare(conn)
+        except psycopg2.Error as exc:
+            slots.release()
+            log.warning("database connection failed: %s", type(exc).__name__)
+            raise DatabaseUnavailable() from None
+        except BaseException:
+            slots.release()
+            raise
+        return conn
+
+    def _prepare(self, conn: _Connection) -> None:
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                # A session setting rather than a startup ``options`` parameter,
+                # which connection poolers such as Neon's PgBouncer refuse.
+                cur.execute("SET statement_timeout = %s", (self._statement_timeout_ms,))
+            conn.autocommit = False
+        except psycopg2.Error:
+            self._pool_put(conn, close=True)
+            raise
+        conn.prepared = True
+
+    def _pool_put(self, conn: psycopg2.extensions.connection, close: bool) -> None:
+        pool = self._pool
+        if pool is None or self._pid != os.getpid():
+            return
+        # PoolError: the pool was closed meanwhile (shutdown); the connection goes with it.
+        with contextlib.suppress(psycopg2.pool.PoolError):
+            pool.putconn(conn, close=close)
+
+    def give_back(self, conn: psycopg2.extensions.connection, *, discard: bool = False) -> None:
+        """Return a borrowed connection, rolled back; a broken one is closed instead."""
+        broken = discard or conn.closed != 0
+        if not broken and conn.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+            try:
+                conn.rollback()
+            except psycopg2.Error:
+                broken = True
+        self._pool_put(conn, close=broken)
+        self._slots.release()
+
+    def close(self) -> None:
+        """Close every pooled connection of this process."""
+        with self._lock:
+            if self._pool is not None and self._pid == os.getpid():
+                self._pool.closeall()
+            self._pool = None
+
+
+def get_database(app: Flask | None = None) -> Database:
+    """Return the app's ``Database``."""
+    return (app or current_app).extensions["database"]  # type: ignore[no-any-return]
+
+
+def get_db() -> psycopg2.extensions.connection:
+    """Return this request's connection, borrowing one on first use."""
+    if "db" not in g:
+        g.db = get_database().borrow()
+    return g.db  # type: ignore[no-any-return]
+
+
+def release_db(discard: bool = False) -> None:
+    """Give this request's connection back now, if it holds one."""
+    conn = g.pop("db", None)
+    if conn is not None:
+        get_database().give_back(conn, discard=discard)
+
+
+def _teardown(exc: BaseException | None) -> None:
+    release_db()
+
+
+def run_in_transaction(work: Callable[[psycopg2.extensions.cursor], T]) -> T:
+    """Run ``work`` in one transaction; retry once on a fresh connection if the old one broke.
+
+    ``work`` must be safe to run twice: a connection can break after the
+    server committed but before we heard so.
+    """
+    for attempt in (1, 2):
+        conn = get_db()
+        try:
+            with conn, conn.cursor() as cur:
+                return work(cur)
+        except psycopg2.extensions.QueryCanceledError:
+            raise DatabaseUnavailable("database query timed out, try again shortly") from None
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+            alive = conn.closed == 0
+            release_db(discard=not alive)
+            if alive or attempt == 2:
+                log.warning("database error: %s", type(exc).__name__)
+                raise DatabaseUnavailable() from None
+            log.info("database connection broke, retrying on a fresh one")
+    raise AssertionError("unreachable")
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    """Attach the pool to ``app`` and return connections after each request."""
+    app.extensions["database"] = Database.from_settings(settings)
+    app.teardown_appcontext(_teardown)

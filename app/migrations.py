@@ -1,0 +1,162 @@
+"""Apply the numbered ``.sql`` files in ``migrations/``, each once, in order.
+
+Safe when several containers start at once: the whole run holds a
+PostgreSQL advisory lock, so the second waits and then finds nothing to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import psycopg2
+from flask import Flask, current_app
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+# Any constant unique to this application; both lock and unlock use it.
+ADVISORY_LOCK_ID = 4_242_001
+_FILE_NAME = re.compile(r"^(\d+)_([A-Za-z0-9_-]+)\.sql$")
+
+CREATE_MIGRATIONS_TABLE = """
+    CREATE TABLE IF NOT EXISTS schema_migrations (
+        version TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        checksum TEXT NOT NULL,
+        applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    )
+"""
+SELECT_APPLIED = "SELECT version, checksum FROM schema_migrations"
+INSERT_APPLIED = """
+    INSERT INTO schema_migrations (version, name, checksum)
+    VALUES (%(version)s, %(name)s, %(checksum)s)
+"""
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One numbered SQL file."""
+
+    version: str
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        """Return the SHA-256 of the file's text."""
+        return hashlib.sha256(self.sql.encode("utf-8")).hexdigest()
+
+
+def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    """Return the migrations in ``directory`` in the order they apply."""
+    found: dict[int, Migration] = {}
+    for path in directory.glob("*.sql"):
+        match = _FILE_NAME.match(path.name)
+        if not match:
+            raise click.ClickException(f"migration file name must look like 001_name.sql: {path.name}")
+        number = int(match.group(1))
+        if number in found:
+            raise click.ClickException(f"two migrations share number {number}: {path.name}")
+        found[number] = Migration(match.group(1), path.stem, path.read_text(encoding="utf-8"))
+    return [found[n] for n in sorted(found)]
+
+
+def apply_migrations(
+    dsn: str,
+    directory: Path = MIGRATIONS_DIR,
+    connect_timeout: int = 10,
+    report: Callable[[str], None] = log.info,
+) -> list[str]:
+    """Apply every migration not yet recorded; return the names applied."""
+    migrations = discover(directory)
+    conn = psycopg2.connect(dsn, connect_timeout=connect_timeout, application_name="upload-service-migrate")
+    applied_now: list[str] = []
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_ID,))
+            try:
+                cur.execute(CREATE_MIGRATIONS_TABLE)
+                cur.execute(SELECT_APPLIED)
+                applied = dict(cur.fetchall())
+                for migration in migrations:
+                    if migration.version in applied:
+                        if applied[migration.version] != migration.checksum:
+                            report(f"warning: {migration.name} changed after it was applied; not re-run")
+                        continue
+                    conn.autocommit = False
+                    # The file and its record commit together or not at all.
+                    with conn:
+                        cur.execute(migration.sql)
+                        cur.execute(
+                            INSERT_APPLIED,
+                            {
+                                "version": migration.version,
+                                "name": migration.name,
+                                "checksum": migration.checksum,
+                            },
+                        )
+                    conn.autocommit = True
+                    applied_now.append(migration.name)
+                    report(f"applied {migration.name}")
+            finally:
+                conn.autocommit = True
+                cur.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_ID,))
+    finally:
+        conn.close()
+    return applied_now
+
+
+def pending_migrations(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """Return the names of migrations not yet applied."""
+    conn = psycopg2.connect(dsn, connect_timeout=10)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
+            row = cur.fetchone()
+            applied = set()
+            if row and row[0]:
+                cur.execute(SELECT_APPLIED)
+                applied = {version for version, _ in cur.fetchall()}
+    finally:
+        conn.close()
+    return [m.name for m in discover(directory) if m.version not in applied]
+
+
+@click.group("db")
+def db_cli() -> None:
+    """Database schema commands."""
+
+
+@db_cli.command("upgrade")
+def upgrade_command() -> None:
+    """Apply pending migrations (waits for any other instance doing the same)."""
+    settings = current_app.extensions["settings"]
+    try:
+        names = apply_migrations(settings.database_url, report=click.echo)
+    except psycopg2.Error as exc:
+        raise click.ClickException(f"migration failed: {type(exc).__name__}: {exc.pgerror or exc}") from None
+    click.echo(f"{len(names)} migration(s) applied; schema is up to date")
+
+
+@db_cli.command("status")
+def status_command() -> None:
+    """List migrations not yet applied; exit 1 if there are any."""
+    settings = current_app.extensions["settings"]
+    names = pending_migrations(settings.database_url)
+    for name in names:
+        click.echo(f"pending {name}")
+    if names:
+        raise SystemExit(1)
+    click.echo("schema is up to date")
+
+
+def init_app(app: Flask) -> None:
+    """Register ``flask db upgrade`` and ``flask db status``."""
+    app.cli.add_command(db_cli)

@@ -1,0 +1,211 @@
+"""All SQL the service runs, as named constants, behind one repository class.
+
+The four file tables are the guides' own (``s3_files``, ``r2_files``,
+``b2_files`` keyed by ``object_key``; ``azure_files`` keyed by ``blob_name``).
+Their names come from a fixed table below, never from input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+from psycopg2.extensions import cursor as Cursor
+
+T = TypeVar("T")
+Transaction = Callable[[Callable[[Cursor], Any]], Any]
+
+
+@dataclass(frozen=True)
+class PendingUpload:
+    """A key handed out by presign, and to whom."""
+
+    object_key: str
+    provider: str
+    user_id: str
+    file_name: str
+    content_type: str
+    declared_size: int | None
+    created_at: datetime
+    expires_at: datetime
+    saved_at: datetime | None
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """One row of a provider's files table."""
+
+    id: int
+    provider: str
+    object_key: str
+    file_url: str | None
+    user_id: str
+    file_name: str | None
+    content_type: str | None
+    size_bytes: int | None
+    etag: str | None
+    uploaded_at: datetime | None
+
+
+@dataclass(frozen=True)
+class NewFile:
+    """What save-metadata learned and is about to record."""
+
+    object_key: str
+    file_url: str
+    user_id: str
+    file_name: str
+    content_type: str | None
+    size_bytes: int
+    etag: str | None
+
+
+INSERT_PENDING = """
+    INSERT INTO pending_uploads
+        (object_key, provider, user_id, file_name, content_type, declared_size, expires_at)
+    VALUES
+        (%(object_key)s, %(provider)s, %(user_id)s, %(file_name)s, %(content_type)s,
+         %(declared_size)s, %(expires_at)s)
+    ON CONFLICT (object_key) DO NOTHING
+"""
+
+SELECT_PENDING = """
+    SELECT object_key, provider, user_id, file_name, content_type, declared_size,
+           created_at, expires_at, saved_at
+    FROM pending_uploads
+    WHERE object_key = %(object_key)s
+"""
+
+MARK_PENDING_SAVED = """
+    UPDATE pending_uploads
+    SET saved_at = now()
+    WHERE object_key = %(object_key)s AND saved_at IS NULL
+"""
+
+_FILE_COLUMNS = "id, {key}, file_url, user_id, file_name, content_type, size_bytes, etag, upload_timestamp"
+
+_INSERT_FILE = """
+    INSERT INTO {table} ({key}, file_url, user_id, file_name, content_type, size_bytes, etag)
+    VALUES (%(object_key)s, %(file_url)s, %(user_id)s, %(file_name)s, %(content_type)s,
+            %(size_bytes)s, %(etag)s)
+    ON CONFLICT ({key}) DO NOTHING
+    RETURNING {columns}
+"""
+
+_SELECT_FILE_BY_KEY = """
+    SELECT {columns}
+    FROM {table}
+    WHERE {key} = %(object_key)s
+"""
+
+# provider -> (table, key column), straight from the guides.
+FILE_TABLES: dict[str, tuple[str, str]] = {
+    "s3": ("s3_files", "object_key"),
+    "r2": ("r2_files", "object_key"),
+    "b2": ("b2_files", "object_key"),
+    "azure": ("azure_files", "blob_name"),
+}
+
+
+def _file_queries(table: str, key: str) -> dict[str, str]:
+    columns = _FILE_COLUMNS.format(key=key)
+    return {
+        "insert": _INSERT_FILE.format(table=table, key=key, columns=columns),
+        "select_by_key": _SELECT_FILE_BY_KEY.format(table=table, key=key, columns=columns),
+    }
+
+
+FILE_QUERIES: dict[str, dict[str, str]] = {
+    provider: _file_queries(table, key) for provider, (table, key) in FILE_TABLES.items()
+}
+
+
+def _stored_file(provider: str, row: tuple[Any, ...]) -> StoredFile:
+    return StoredFile(row[0], provider, *row[1:])
+
+
+class FileRepository:
+    """Reads and writes upload records; each call is one transaction."""
+
+    def __init__(self, transaction: Transaction):
+        self._transaction = transaction
+
+    def record_pending(
+        self,
+        *,
+        object_key: str,
+        provider: str,
+        user_id: str,
+        file_name: str,
+        content_type: str,
+        declared_size: int | None,
+        expires_at: datetime,
+    ) -> None:
+        """Remember that ``object_key`` was issued to ``user_id``."""
+        params = {
+            "object_key": object_key,
+            "provider": provider,
+            "user_id": user_id,
+            "file_name": file_name,
+            "content_type": content_type,
+            "declared_size": declared_size,
+            "expires_at": expires_at,
+        }
+        self._transaction(lambda cur: cur.execute(INSERT_PENDING, params))
+
+    def find_pending(self, object_key: str) -> PendingUpload | None:
+        """Return the record of the presign that issued ``object_key``."""
+
+        def work(cur: Cursor) -> PendingUpload | None:
+            cur.execute(SELECT_PENDING, {"object_key": object_key})
+            row = cur.fetchone()
+            return PendingUpload(*row) if row else None
+
+        result: PendingUpload | None = self._transaction(work)
+        return result
+
+    def find_file(self, provider: str, object_key: str) -> StoredFile | None:
+        """Return the saved row for ``object_key``, whoever owns it."""
+
+        def work(cur: Cursor) -> StoredFile | None:
+            cur.execute(FILE_QUERIES[provider]["select_by_key"], {"object_key": object_key})
+            row = cur.fetchone()
+            return _stored_file(provider, row) if row else None
+
+        result: StoredFile | None = self._transaction(work)
+        return result
+
+    def save_file(self, provider: str, new: NewFile) -> tuple[StoredFile, bool]:
+        """Insert the row unless the key has one; return the row and whether it is new.
+
+        Racing saves of one key meet at the unique constraint: one inserts,
+        the others read back the winner's row.
+        """
+        queries = FILE_QUERIES[provider]
+        params = {
+            "object_key": new.object_key,
+            "file_url": new.file_url,
+            "user_id": new.user_id,
+            "file_name": new.file_name,
+            "content_type": new.content_type,
+            "size_bytes": new.size_bytes,
+            "etag": new.etag,
+        }
+
+        def work(cur: Cursor) -> tuple[StoredFile, bool]:
+            cur.execute(queries["insert"], params)
+            row = cur.fetchone()
+            created = row is not None
+            if row is None:
+                cur.execute(queries["select_by_key"], params)
+                row = cur.fetchone()
+                if row is None:
+                    raise RuntimeError("file row vanished between insert and select")
+            if created:
+                cur.execute(MARK_PENDING_SAVED, params)
+            return _stored_file(provider, row), created
+
+        result: tuple[StoredFile, bool] = self._transaction(work)
+        return result

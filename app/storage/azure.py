@@ -1,0 +1,128 @@
+"""Azure Blob Storage: uploads with per-blob, write-only SAS URLs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
+
+from azure.core.exceptions import (
+    AzureError,
+    HttpResponseError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.storage.blob import BlobSasPermissions, BlobServiceClient, generate_blob_sas
+
+from ..config import AzureSettings
+from .base import ObjectInfo, PresignedUpload, StorageError, StorageProvider, StorageTimeout
+
+log = logging.getLogger(__name__)
+
+
+class AzureBlobProvider(StorageProvider):
+    """One container of one storage account, signed with the account key."""
+
+    # Put Blob's limit for a single request.
+    max_single_upload_bytes = 5000 * 1024**2
+
+    def __init__(
+        self,
+        settings: AzureSettings,
+        *,
+        connect_timeout: float = 3.0,
+        read_timeout: float = 10.0,
+        max_attempts: int = 3,
+    ):
+        self.name = settings.name
+        self.bucket = settings.container
+        self._settings = settings
+        self._container_url = f"{settings.account_url}/{settings.container}"
+        # SAS over plain HTTP is only allowed where the endpoint itself is
+        # plain HTTP (the local emulator); real accounts get HTTPS-only SAS.
+        self._sas_protocol = "https" if settings.account_url.startswith("https://") else "https,http"
+        service = BlobServiceClient(
+            account_url=settings.account_url,
+            credential={"account_name": settings.account_name, "account_key": settings.account_key},
+            connection_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            retry_total=max_attempts - 1,
+        )
+        self._container = service.get_container_client(settings.container)
+
+    def _sas(self, key: str, permission: BlobSasPermissions, expires_at: datetime) -> str:
+        return generate_blob_sas(
+            account_name=self._settings.account_name,
+            container_name=self._settings.container,
+            blob_name=key,
+            account_key=self._settings.account_key,
+            permission=permission,
+            expiry=expires_at,
+            protocol=self._sas_protocol,
+        )
+
+    def presign_upload(
+        self, key: str, content_type: str, content_length: int | None, expires_in: int
+    ) -> PresignedUpload:
+        """Sign a Put Blob of ``key``: create and write this one blob, nothing else.
+
+        A SAS cannot bind the content type or length (``rsct`` only changes
+        what reads return), so save-metadata checks both after the upload.
+        """
+        expires_at = datetime.now(UTC) + timedelta(seconds=expires_in)
+        sas = self._sas(key, BlobSasPermissions(create=True, write=True), expires_at)
+        return PresignedUpload(
+            url=f"{self.object_url(key)}?{sas}",
+            method="PUT",
+            headers={"Content-Type": content_type, "x-ms-blob-type": "BlockBlob"},
+            expires_at=expires_at,
+        )
+
+    def presign_download(self, key: str, expires_in: int) -> str:
+        """Sign a read-only SAS for ``key``."""
+        expires_at = datetime.now(UTC) + timedelta(seconds=expires_in)
+        return f"{self.object_url(key)}?{self._sas(key, BlobSasPermissions(read=True), expires_at)}"
+
+    def object_url(self, key: str) -> str:
+        """Return the blob's URL without a SAS."""
+        return f"{self._container_url}/{quote(key, safe='/~')}"
+
+    def head(self, key: str) -> ObjectInfo | None:
+        """Read the blob's properties; ``None`` when it does not exist."""
+        with self._translate_errors("get properties"):
+            try:
+                props = self._container.get_blob_client(key).get_blob_properties()
+            except ResourceNotFoundError:
+                return None
+        etag = props.etag
+        return ObjectInfo(
+            size=int(props.size),
+            content_type=props.content_settings.content_type,
+            etag=etag.strip('"') if etag else None,
+        )
+
+    def delete(self, key: str) -> None:
+        """Delete the blob and its snapshots; a missing blob is fine."""
+        with self._translate_errors("delete"), suppress(ResourceNotFoundError):
+            self._container.delete_blob(key, delete_snapshots="include")
+
+    @contextmanager
+    def _translate_errors(self, operation: str) -> Iterator[None]:
+        try:
+            yield
+        except ServiceResponseError:
+            log.warning("azure %s timed out or dropped", operation)
+            raise StorageTimeout("azure storage did not answer in time, try again") from None
+        except ServiceRequestError:
+            log.warning("azure %s: endpoint unreachable", operation)
+            raise StorageError("azure storage is unreachable, try again") from None
+        except HttpResponseError as exc:
+            code = getattr(exc, "error_code", None) or exc.status_code
+            log.warning("azure %s failed: %s", operation, code)
+            raise StorageError(f"azure storage refused the request ({code})") from None
+        except AzureError as exc:
+            log.warning("azure %s failed: %s", operation, type(exc).__name__)
+            raise StorageError("azure storage request failed, try again") from None

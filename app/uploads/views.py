@@ -1,0 +1,143 @@
+"""The upload routes, written once and registered once per provider.
+
+``create_app`` registers ``bp`` four times (``/s3``, ``/r2``, ``/b2``,
+``/azure``) with ``url_defaults={"provider": ...}``; ``guides_bp`` keeps the
+guides' own paths working.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify
+
+from ..auth import current_user_id
+from ..config import Settings
+from ..repository import FileRepository, StoredFile
+from ..storage import get_provider
+from .schemas import json_object, parse_presign, parse_save
+from .service import IssuedUpload, issue_upload, save_upload
+
+bp = Blueprint("uploads", __name__)
+guides_bp = Blueprint("guides", __name__)
+
+
+def _settings() -> Settings:
+    return current_app.extensions["settings"]  # type: ignore[no-any-return]
+
+
+def _repository() -> FileRepository:
+    return current_app.extensions["repository"]  # type: ignore[no-any-return]
+
+
+def presign_body(issued: IssuedUpload) -> dict[str, Any]:
+    """Describe an issued upload the same way for every provider."""
+    body: dict[str, Any] = {
+        "success": True,
+        "provider": issued.provider,
+        "presignedUrl": issued.upload.url,
+        "method": issued.upload.method,
+        "headers": issued.upload.headers,
+        "objectKey": issued.object_key,
+        "publicFileUrl": issued.file_url,
+        "expiresAt": issued.upload.expires_at.isoformat(timespec="seconds").replace("+00:00", "Z"),
+    }
+    if issued.provider == "azure":
+        # The Azure guide's names for the same three things.
+        body.update(sasUrl=issued.upload.url, blobName=issued.object_key, fileUrl=issued.file_url)
+    return body
+
+
+def file_body(row: StoredFile) -> dict[str, Any]:
+    """Describe a saved file."""
+    body: dict[str, Any] = {
+        "id": row.id,
+        "provider": row.provider,
+        "objectKey": row.object_key,
+        "fileName": row.file_name,
+        "contentType": row.content_type,
+        "size": row.size_bytes,
+        "etag": row.etag,
+        "fileUrl": row.file_url,
+        "uploadedAt": row.uploaded_at.isoformat().replace("+00:00", "Z") if row.uploaded_at else None,
+    }
+    if row.provider == "azure":
+        body["blobName"] = row.object_key
+    return body
+
+
+def presign(provider_name: str) -> tuple[Response, int]:
+    """Issue a key and a signed upload request for ``provider_name``."""
+    user_id = current_user_id()
+    provider = get_provider(provider_name)
+    wanted = parse_presign(json_object())
+    issued = issue_upload(provider, _repository(), user_id, wanted, _settings().upload_url_expires_seconds)
+    return jsonify(presign_body(issued)), 200
+
+
+def save(provider_name: str | None, fallback_provider: str | None = None) -> tuple[Response, int]:
+    """Record an uploaded object; 201 when new, 200 when already recorded."""
+    user_id = current_user_id()
+    if provider_name is not None:
+        get_provider(provider_name)
+    body = json_object()
+    key_fields = ("objectKey",) if provider_name not in ("azure", None) else ("objectKey", "blobName")
+    wanted = parse_save(body, key_fields)
+    field = next(f for f in key_fields if body.get(f) is not None)
+    row, created = save_upload(
+        provider_name,
+        _repository(),
+        user_id,
+        wanted.key,
+        field=field,
+        fallback_provider=fallback_provider or _settings().default_provider,
+    )
+    return jsonify({"success": True, "file": file_body(row)}), 201 if created else 200
+
+
+@bp.post("/presign-upload")
+def presign_upload(provider: str) -> tuple[Response, int]:
+    """Sign an upload: ``{fileName, contentType, fileSize?}``."""
+    return presign(provider)
+
+
+@bp.post("/save-metadata")
+def save_metadata(provider: str) -> tuple[Response, int]:
+    """Record an uploaded object: ``{objectKey}`` (Azure also takes ``blobName``)."""
+    return save(provider)
+
+
+# The guides' paths, answered by the same code.
+
+
+@guides_bp.post("/presign-upload")
+def guide_presign_upload() -> tuple[Response, int]:
+    """The S3 and R2 guides' presign route, for ``DEFAULT_PROVIDER``."""
+    return presign(_settings().default_provider)
+
+
+@guides_bp.post("/save-metadata")
+def guide_save_metadata() -> tuple[Response, int]:
+    """The guides' shared save route: the key's own provider decides the table."""
+    body = json_object()
+    # A key nobody issued has no provider on record; the Azure guide sends blobName.
+    fallback = "azure" if body.get("objectKey") is None and body.get("blobName") is not None else None
+    return save(None, fallback)
+
+
+@guides_bp.post("/presign-b2-upload")
+def guide_presign_b2_upload() -> tuple[Response, int]:
+    """The B2 guide's presign route."""
+    return presign("b2")
+
+
+@guides_bp.post("/save-b2-metadata")
+def guide_save_b2_metadata() -> tuple[Response, int]:
+    """The B2 guide's save route."""
+    return save("b2")
+
+
+@guides_bp.post("/generate-upload-sas")
+def guide_generate_upload_sas() -> tuple[Response, int]:
+    """The Azure guide's SAS route."""
+    return presign("azure")

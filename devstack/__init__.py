@@ -1,0 +1,1 @@
+"""Local development stack: the service on this machine with no cloud account."""

