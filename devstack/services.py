@@ -245,7 +245,6 @@ class Azurite:
     data_dir: Path
     port: int = 10000
     container: str = "dev-azure-uploads"
-    in_memory: bool = False
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -274,8 +273,6 @@ class Azurite:
             # The current SDK speaks a newer API version than Azurite knows.
             "--skipApiVersionCheck", "--disableTelemetry",
         ]  # fmt: skip
-        if self.in_memory:
-            args.append("--inMemoryPersistence")
         log_file = open(self.data_dir / "azurite.log", "ab")  # noqa: SIM115 - lives as long as the process
         self._proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
         try:

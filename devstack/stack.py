@@ -26,7 +26,6 @@ class LocalStack:
     data_dir: Path
     s3_port: int | None = 8333
     azurite_port: int | None = 10000
-    in_memory: bool = False
     postgres: EmbeddedPostgres | None = None
     seaweed: SeaweedS3 | None = None
     azurite: Azurite | None = None
@@ -54,7 +53,7 @@ class LocalStack:
                     self.notes.append("azure: disabled (install Node.js and run npm ci for Azurite)")
                 else:
                     port = free_port(self.azurite_port)
-                    self.azurite = Azurite(self.data_dir / "azurite", port=port, in_memory=self.in_memory)
+                    self.azurite = Azurite(self.data_dir / "azurite", port=port)
                     self.azurite.start()
                     out["AZURE_STORAGE_CONNECTION_STRING"] = self.azurite.connection_string
                     out["AZURE_STORAGE_CONTAINER_NAME"] = self.azurite.container

@@ -1,0 +1,53 @@
+"""Helpers shared by the tests: talking to the service and reading tables back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg2.extensions
+import requests
+from flask.testing import FlaskClient
+
+PROVIDERS = ("s3", "r2", "b2", "azure")
+S3_FAMILY = ("s3", "r2", "b2")
+FILE_TABLES = {"s3": "s3_files", "r2": "r2_files", "b2": "b2_files", "azure": "azure_files"}
+KEY_COLUMNS = {"s3": "object_key", "r2": "object_key", "b2": "object_key", "azure": "blob_name"}
+
+
+def presign(
+    client: FlaskClient,
+    provider: str,
+    file_name: str = "hello.txt",
+    content_type: str = "text/plain",
+    file_size: int | None = None,
+    user: str | None = None,
+) -> dict[str, Any]:
+    """Ask the service to presign an upload and return its answer (asserting 200)."""
+    body: dict[str, Any] = {"fileName": file_name, "contentType": content_type}
+    if file_size is not None:
+        body["fileSize"] = file_size
+    headers = {"X-User-Id": user} if user else {}
+    response = client.post(f"/{provider}/presign-upload", json=body, headers=headers)
+    assert response.status_code == 200, response.get_json()
+    data: dict[str, Any] = response.get_json()
+    return data
+
+
+def put(presigned: dict[str, Any], data: bytes, **header_overrides: str) -> requests.Response:
+    """PUT ``data`` to the presigned URL with the headers the service asked for."""
+    headers = {**presigned["headers"], **header_overrides}
+    return requests.put(presigned["presignedUrl"], data=data, headers=headers, timeout=30)
+
+
+def save(client: FlaskClient, provider: str, key: str, user: str | None = None) -> Any:
+    """Call save-metadata for ``key``."""
+    headers = {"X-User-Id": user} if user else {}
+    return client.post(f"/{provider}/save-metadata", json={"objectKey": key}, headers=headers)
+
+
+def rows(conn: psycopg2.extensions.connection, provider: str) -> list[dict[str, Any]]:
+    """Return every row of a provider's files table as dicts."""
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT * FROM {FILE_TABLES[provider]} ORDER BY id")  # noqa: S608 - fixed names
+        names = [c.name for c in cur.description or ()]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
