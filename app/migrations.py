@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 import psycopg2
 from flask import Flask, current_app
+from flask.cli import AppGroup
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +130,7 @@ def pending_migrations(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
     return [m.name for m in discover(directory) if m.version not in applied]
 
 
-@click.group("db")
-def db_cli() -> None:
-    """Database schema commands."""
+db_cli = AppGroup("db", help="Database schema commands.")
 
 
 @db_cli.command("upgrade")

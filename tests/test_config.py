@@ -1,0 +1,175 @@
+"""Configuration: read once, every bad variable named, providers enabled by their variables."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.config import AzureSettings, ConfigError, S3CompatibleSettings, load_settings
+
+DB = {"DATABASE_URL": "postgresql://u:secret-pw@ep-x.neon.tech/db?sslmode=require&channel_binding=require"}
+S3 = {
+    "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE",
+    "AWS_SECRET_ACCESS_KEY": "aws-secret",
+    "AWS_REGION": "eu-west-1",
+    "S3_BUCKET_NAME": "my-neon-app-s3-uploads",
+}
+R2 = {
+    "R2_ACCOUNT_ID": "abc123",
+    "R2_ACCESS_KEY_ID": "r2key",
+    "R2_SECRET_ACCESS_KEY": "r2-secret",
+    "R2_BUCKET_NAME": "my-neon-app-files",
+    "R2_PUBLIC_BASE_URL": "https://pub-hash.r2.dev/",
+}
+B2 = {
+    "B2_APPLICATION_KEY_ID": "b2key",
+    "B2_APPLICATION_KEY": "b2-secret",
+    "B2_BUCKET_NAME": "my-neon-app-b2-files",
+    "B2_ENDPOINT_URL": "https://s3.us-west-004.backblazeb2.com",
+}
+AZ = {
+    "AZURE_STORAGE_CONNECTION_STRING": (
+        "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=a2V5LWtleQ==;EndpointSuffix=core.windows.net"
+    ),
+    "AZURE_STORAGE_CONTAINER_NAME": "uploads",
+}
+
+
+def problems_of(env: dict[str, str]) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env)
+    return caught.value.problems
+
+
+def test_config_reads_a_neon_url_and_all_four_guides_env_files() -> None:
+    settings = load_settings({**DB, **S3, **R2, **B2, **AZ})
+    assert settings.database_url == DB["DATABASE_URL"]
+    assert set(settings.providers) == {"s3", "r2", "b2", "azure"}
+    assert settings.upload_url_expires_seconds == 300
+    assert settings.default_provider == "s3"
+    assert settings.missing == {}
+
+
+def test_config_aws_uses_the_regional_virtual_host() -> None:
+    s3 = load_settings({**DB, **S3}).providers["s3"]
+    assert isinstance(s3, S3CompatibleSettings)
+    assert (s3.region, s3.endpoint_url, s3.addressing_style) == ("eu-west-1", None, "virtual")
+
+
+def test_config_dotted_bucket_falls_back_to_path_style() -> None:
+    s3 = load_settings({**DB, **S3, "S3_BUCKET_NAME": "uploads.example.com"}).providers["s3"]
+    assert isinstance(s3, S3CompatibleSettings)
+    assert s3.addressing_style == "path"
+
+
+def test_config_r2_endpoint_comes_from_account_id() -> None:
+    r2 = load_settings({**DB, **R2}).providers["r2"]
+    assert isinstance(r2, S3CompatibleSettings)
+    assert r2.endpoint_url == "https://abc123.r2.cloudflarestorage.com"
+    assert r2.region == "auto"
+    assert r2.public_base_url == "https://pub-hash.r2.dev"
+
+
+def test_config_r2_endpoint_override_makes_account_id_optional() -> None:
+    env = {**DB, **R2, "R2_ENDPOINT_URL": "http://127.0.0.1:8333"}
+    del env["R2_ACCOUNT_ID"]
+    r2 = load_settings(env).providers["r2"]
+    assert isinstance(r2, S3CompatibleSettings)
+    assert r2.endpoint_url == "http://127.0.0.1:8333"
+
+
+def test_config_b2_region_comes_from_the_endpoint_host() -> None:
+    b2 = load_settings({**DB, **B2}).providers["b2"]
+    assert isinstance(b2, S3CompatibleSettings)
+    assert b2.region == "us-west-004"
+
+
+def test_config_b2_region_is_required_when_the_host_names_none() -> None:
+    env = {**DB, **B2, "B2_ENDPOINT_URL": "http://127.0.0.1:8333"}
+    assert problems_of(env) == [
+        "B2_REGION: required because B2_ENDPOINT_URL's host does not name a region "
+        "(expected s3.<region>.backblazeb2.com)"
+    ]
+    b2 = load_settings({**env, "B2_REGION": "us-west-004"}).providers["b2"]
+    assert isinstance(b2, S3CompatibleSettings)
+    assert b2.region == "us-west-004"
+
+
+def test_config_azure_connection_string_is_parsed() -> None:
+    azure = load_settings({**DB, **AZ}).providers["azure"]
+    assert isinstance(azure, AzureSettings)
+    assert azure.account_name == "acct"
+    assert azure.account_url == "https://acct.blob.core.windows.net"
+    assert azure.container == "uploads"
+
+
+def test_config_azure_development_storage_shortcut() -> None:
+    env = {**DB, **AZ, "AZURE_STORAGE_CONNECTION_STRING": "UseDevelopmentStorage=true"}
+    azure = load_settings(env).providers["azure"]
+    assert isinstance(azure, AzureSettings)
+    assert azure.account_url == "http://127.0.0.1:10000/devstoreaccount1"
+
+
+def test_config_provider_without_variables_is_disabled_with_their_names() -> None:
+    settings = load_settings({**DB, **S3, "R2_BUCKET_NAME": "half-configured"})
+    assert set(settings.providers) == {"s3"}
+    assert settings.missing["r2"] == ("R2_ACCOUNT_ID", "R2_ACCESS_KEY_ID", "R2_SECRET_ACCESS_KEY")
+    assert settings.missing["azure"] == ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_CONTAINER_NAME")
+
+
+def test_config_blank_values_count_as_missing() -> None:
+    settings = load_settings({**DB, **S3, "S3_BUCKET_NAME": "  "})
+    assert settings.missing["s3"] == ("S3_BUCKET_NAME",)
+
+
+def test_config_missing_database_url_stops_start_up() -> None:
+    assert problems_of({}) == [
+        "DATABASE_URL: required (a PostgreSQL URL such as postgresql://user:pass@host/db)"
+    ]
+
+
+def test_config_names_every_malformed_variable_at_once() -> None:
+    env = {
+        "DATABASE_URL": "nonsense with spaces",
+        **S3,
+        "S3_ENDPOINT_URL": "not-a-url",
+        "UPLOAD_URL_EXPIRES_SECONDS": "five minutes",
+        "DEFAULT_PROVIDER": "gcs",
+        **B2,
+        "B2_ENDPOINT_URL": "s3.us-west-004.backblazeb2.com",
+        "DB_POOL_SIZE": "0",
+        **AZ,
+        "AZURE_STORAGE_CONNECTION_STRING": "AccountName=acct",
+    }
+    problems = problems_of(env)
+    assert problems == [
+        "DATABASE_URL: not a valid PostgreSQL connection URL",
+        "S3_ENDPOINT_URL: expected an http(s) URL such as https://host.example.com",
+        "B2_ENDPOINT_URL: expected an http(s) URL such as https://host.example.com",
+        "AZURE_STORAGE_CONNECTION_STRING: must contain AccountName and AccountKey",
+        "DEFAULT_PROVIDER: must be one of s3, r2, b2, azure, got 'gcs'",
+        "UPLOAD_URL_EXPIRES_SECONDS: expected a whole number, got 'five minutes'",
+        "DB_POOL_SIZE: must be between 1 and 1000, got 0",
+    ]
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "604801"])
+def test_config_expiry_out_of_range_is_refused(value: str) -> None:
+    [problem] = problems_of({**DB, "UPLOAD_URL_EXPIRES_SECONDS": value})
+    assert problem.startswith("UPLOAD_URL_EXPIRES_SECONDS: must be between 1 and 604800")
+
+
+def test_config_bad_bucket_name_is_named() -> None:
+    assert problems_of({**DB, **S3, "S3_BUCKET_NAME": "Bad_Bucket"}) == [
+        "S3_BUCKET_NAME: 'Bad_Bucket' is not a valid name (3-63 lowercase letters, digits, '-' or '.')"
+    ]
+
+
+def test_config_error_and_repr_never_show_secrets() -> None:
+    env = {**DB, **S3, **AZ, "DATABASE_URL": "postgresql://u:secret-pw@host:notaport/db"}
+    env["S3_ENDPOINT_URL"] = "ftp://user:hunter2@host"
+    text = str(ConfigError(problems_of(env)))
+    assert "hunter2" not in text
+    settings = load_settings({**DB, **S3, **AZ})
+    shown = repr(settings)
+    for secret in ("secret-pw", "aws-secret", "a2V5LWtleQ=="):
+        assert secret not in shown
