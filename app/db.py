@@ -13,11 +13,10 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from typing import TypeVar, cast
+from typing import TypeVar
 
 import psycopg2
 import psycopg2.extensions
-import psycopg2.pool
 from flask import Flask, current_app, g
 
 from .config import Settings
@@ -44,7 +43,13 @@ class _Connection(psycopg2.extensions.connection):
 
 
 class Database:
-    """A bounded pool of connections to one PostgreSQL database."""
+    """A bounded pool of connections to one PostgreSQL database.
+
+    At most ``size`` connections exist per process; idle ones are reused
+    newest first, so a quiet period lets the oldest go stale rather than all.
+    psycopg2's own pools close every returned connection above ``minconn``
+    and open ``minconn`` eagerly, which is why this one is ours.
+    """
 
     def __init__(
         self,
@@ -61,9 +66,9 @@ class Database:
         self._connect_timeout = connect_timeout
         self._statement_timeout_ms = statement_timeout_ms
         self._lock = threading.Lock()
-        self._pool: psycopg2.pool.ThreadedConnectionPool | None = None
+        self._idle: list[_Connection] = []
         self._slots = threading.BoundedSemaphore(size)
-        self._pid = 0
+        self._pid = os.getpid()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Database:
@@ -76,53 +81,29 @@ class Database:
             statement_timeout_ms=settings.db_statement_timeout_ms,
         )
 
-    def _get_pool(self) -> psycopg2.pool.ThreadedConnectionPool:
-        pid = os.getpid()
-        if self._pool is not None and self._pid == pid:
-            return self._pool
-        with self._lock:
-            if self._pool is None or self._pid != pid:
-                # A pool inherited across fork shares sockets with the parent:
-                # forget it (never close it, that would close the parent's).
-                self._slots = threading.BoundedSemaphore(self._size)
-                self._pool = psycopg2.pool.ThreadedConnectionPool(
-                    0,
-                    self._size,
-                    self._dsn,
-                    connect_timeout=self._connect_timeout,
-                    connection_factory=_Connection,
-                    application_name="upload-service",
-                    # Notice a dead peer (a Neon compute suspended, a failover)
-                    # in seconds rather than the kernel's two hours.
-                    keepalives=1,
-                    keepalives_idle=30,
-                    keepalives_interval=10,
-                    keepalives_count=3,
-                )
-                self._pid = pid
-        return self._pool
+    def _check_fork(self) -> None:
+        if self._pid != os.getpid():
+            with self._lock:
+                if self._pid != os.getpid():
+                    # Connections inherited across fork share sockets with the
+                    # parent: forget them (closing would close the parent's).
+                    self._idle = []
+                    self._slots = threading.BoundedSemaphore(self._size)
+                    self._pid = os.getpid()
 
-    def borrow(self) -> _Connection:
-        """Take a connection, waiting at most the pool timeout for a free one."""
-        pool = self._get_pool()
-        slots = self._slots
-        if not slots.acquire(timeout=self._pool_timeout):
-            raise DatabaseUnavailable("database busy: no free connection, try again shortly")
-        try:
-            # The pool builds every connection with connection_factory=_Connection.
-            conn = cast(_Connection, pool.getconn())
-            if not conn.prepared:
-                self._prepare(conn)
-        except psycopg2.Error as exc:
-            slots.release()
-            log.warning("database connection failed: %s", type(exc).__name__)
-            raise DatabaseUnavailable() from None
-        except BaseException:
-            slots.release()
-            raise
-        return conn
-
-    def _prepare(self, conn: _Connection) -> None:
+    def _connect(self) -> _Connection:
+        conn = psycopg2.connect(
+            self._dsn,
+            connection_factory=_Connection,
+            connect_timeout=self._connect_timeout,
+            application_name="upload-service",
+            # Notice a dead peer (a Neon compute suspended, a failover) in
+            # seconds rather than the kernel's two hours.
+            keepalives=1,
+            keepalives_idle=30,
+            keepalives_interval=10,
+            keepalives_count=3,
+        )
         try:
             conn.autocommit = True
             with conn.cursor() as cur:
@@ -130,36 +111,56 @@ class Database:
                 # which connection poolers such as Neon's PgBouncer refuse.
                 cur.execute("SET statement_timeout = %s", (self._statement_timeout_ms,))
             conn.autocommit = False
-        except psycopg2.Error:
-            self._pool_put(conn, close=True)
+        except BaseException:
+            conn.close()
             raise
-        conn.prepared = True
+        return conn
 
-    def _pool_put(self, conn: psycopg2.extensions.connection, close: bool) -> None:
-        pool = self._pool
-        if pool is None or self._pid != os.getpid():
-            return
-        # PoolError: the pool was closed meanwhile (shutdown); the connection goes with it.
-        with contextlib.suppress(psycopg2.pool.PoolError):
-            pool.putconn(conn, close=close)
+    def borrow(self) -> _Connection:
+        """Take a connection, waiting at most the pool timeout for a free one."""
+        self._check_fork()
+        slots = self._slots
+        if not slots.acquire(timeout=self._pool_timeout):
+            raise DatabaseUnavailable("database busy: no free connection, try again shortly")
+        with self._lock:
+            conn = self._idle.pop() if self._idle else None
+        if conn is not None:
+            return conn
+        try:
+            return self._connect()
+        except psycopg2.Error as exc:
+            slots.release()
+            log.warning("database connection failed: %s", type(exc).__name__)
+            raise DatabaseUnavailable() from None
+        except BaseException:
+            slots.release()
+            raise
 
-    def give_back(self, conn: psycopg2.extensions.connection, *, discard: bool = False) -> None:
+    def give_back(self, conn: _Connection, *, discard: bool = False) -> None:
         """Return a borrowed connection, rolled back; a broken one is closed instead."""
+        if self._pid != os.getpid():
+            return
         broken = discard or conn.closed != 0
         if not broken and conn.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
             try:
                 conn.rollback()
             except psycopg2.Error:
                 broken = True
-        self._pool_put(conn, close=broken)
+        if broken:
+            with contextlib.suppress(psycopg2.Error):
+                conn.close()
+        else:
+            with self._lock:
+                self._idle.append(conn)
         self._slots.release()
 
     def close(self) -> None:
-        """Close every pooled connection of this process."""
+        """Close this process's idle connections."""
         with self._lock:
-            if self._pool is not None and self._pid == os.getpid():
-                self._pool.closeall()
-            self._pool = None
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            with contextlib.suppress(psycopg2.Error):
+                conn.close()
 
 
 def get_database(app: Flask | None = None) -> Database:

@@ -1,0 +1,122 @@
+"""When the database or a storage server misbehaves: clear 5xx answers, quickly, and recovery."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg2.extensions
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from app.db import get_database
+from tests.helpers import presign, put, rows, save
+
+pytestmark = pytest.mark.integration
+
+GOOD = {"fileName": "a.txt", "contentType": "text/plain"}
+
+
+def terminate_service_connections(db: psycopg2.extensions.connection) -> int:
+    with db.cursor() as cur:
+        cur.execute(
+            """
+            SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+            WHERE application_name = 'upload-service' AND datname = current_database()
+            """
+        )
+        row = cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_broken_pooled_connection_is_replaced_and_request_retried(
+    make_app: Callable[..., Flask], db: psycopg2.extensions.connection
+) -> None:
+    app = make_app(DB_POOL_SIZE="2")
+    client = app.test_client()
+    presigned = presign(client, "s3")  # leaves a pooled connection behind
+    put(presigned, b"data")
+    # What a database restart or a suspended Neon compute does to idle connections.
+    assert terminate_service_connections(db) >= 1
+    response = save(client, "s3", presigned["objectKey"])
+    assert response.status_code == 201, response.get_json()
+    assert len(rows(db, "s3")) == 1
+
+
+def test_unreachable_database_answers_503_with_retry_after(make_app: Callable[..., Flask]) -> None:
+    app = make_app(DATABASE_URL="postgresql://postgres:pw-secret@127.0.0.1:1/nowhere", DB_CONNECT_TIMEOUT_SECONDS="1")
+    response = app.test_client().post("/s3/presign-upload", json=GOOD)
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "2"
+    body = response.get_json()
+    assert body == {"success": False, "error": "database unavailable, try again shortly"}
+    assert b"pw-secret" not in response.data
+
+
+def test_exhausted_pool_answers_503_quickly(make_app: Callable[..., Flask]) -> None:
+    app = make_app(DB_POOL_SIZE="1", DB_POOL_TIMEOUT_SECONDS="0.2")
+    database = get_database(app)
+    held = database.borrow()
+    try:
+        started = time.monotonic()
+        response = app.test_client().post("/s3/presign-upload", json=GOOD)
+        elapsed = time.monotonic() - started
+    finally:
+        database.give_back(held)
+    assert response.status_code == 503
+    assert response.get_json()["error"] == "database busy: no free connection, try again shortly"
+    assert elapsed < 2
+    # The slot came back: the next request succeeds.
+    assert app.test_client().post("/s3/presign-upload", json=GOOD).status_code == 200
+
+
+def test_statement_timeout_bounds_a_blocked_query(
+    make_app: Callable[..., Flask], database_url: str
+) -> None:
+    app = make_app(DB_STATEMENT_TIMEOUT_MS="200")
+    blocker = psycopg2.connect(database_url)
+    try:
+        with blocker.cursor() as cur:
+            cur.execute("LOCK TABLE pending_uploads IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        response = app.test_client().post("/s3/presign-upload", json=GOOD)
+        elapsed = time.monotonic() - started
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert response.status_code == 503
+    assert response.get_json()["error"] == "database query timed out, try again shortly"
+    assert elapsed < 3
+    assert app.test_client().post("/s3/presign-upload", json=GOOD).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("provider", "overrides"),
+    [
+        ("s3", {"S3_ENDPOINT_URL": "http://127.0.0.1:9"}),
+        ("b2", {"B2_ENDPOINT_URL": "http://127.0.0.1:9"}),
+        (
+            "azure",
+            {
+                "AZURE_STORAGE_CONNECTION_STRING": (
+                    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
+                    "BlobEndpoint=http://127.0.0.1:9/devstoreaccount1;"
+                )
+            },
+        ),
+    ],
+)
+def test_unreachable_storage_answers_502(
+    make_app: Callable[..., Flask], db: psycopg2.extensions.connection, provider: str, overrides: dict[str, Any]
+) -> None:
+    app = make_app(STORAGE_MAX_ATTEMPTS="1", STORAGE_CONNECT_TIMEOUT_SECONDS="1", **overrides)
+    client: FlaskClient = app.test_client()
+    presigned = presign(client, provider)  # signing needs no network
+    started = time.monotonic()
+    response = save(client, provider, presigned["objectKey"])
+    assert time.monotonic() - started < 10
+    assert response.status_code == 502
+    assert response.get_json() == {"success": False, "error": f"{provider} storage is unreachable, try again"}
+    assert rows(db, provider) == []
