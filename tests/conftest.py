@@ -23,6 +23,7 @@ from app.db import get_database
 from app.migrations import apply_migrations
 from devstack.stack import LocalStack
 
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalStack, dict[str, str]]]:
     """Start PostgreSQL (unless TEST_DATABASE_URL is set), SeaweedFS and Azurite once."""
@@ -143,9 +144,7 @@ def _empty_tables(request: pytest.FixtureRequest) -> Iterator[None]:
     conn = psycopg2.connect(dsn)
     conn.autocommit = True
     with conn.cursor() as cur:
-        cur.execute(
-            "TRUNCATE s3_files, r2_files, b2_files, azure_files, pending_uploads RESTART IDENTITY"
-        )
+        cur.execute("TRUNCATE s3_files, r2_files, b2_files, azure_files, pending_uploads RESTART IDENTITY")
     conn.close()
     yield
 

@@ -46,7 +46,9 @@ def test_broken_pooled_connection_is_replaced_and_request_retried(
 
 
 def test_unreachable_database_answers_503_with_retry_after(make_app: Callable[..., Flask]) -> None:
-    app = make_app(DATABASE_URL="postgresql://postgres:pw-secret@127.0.0.1:1/nowhere", DB_CONNECT_TIMEOUT_SECONDS="1")
+    app = make_app(
+        DATABASE_URL="postgresql://postgres:pw-secret@127.0.0.1:1/nowhere", DB_CONNECT_TIMEOUT_SECONDS="1"
+    )
     response = app.test_client().post("/s3/presign-upload", json=GOOD)
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "2"
@@ -72,9 +74,7 @@ def test_exhausted_pool_answers_503_quickly(make_app: Callable[..., Flask]) -> N
     assert app.test_client().post("/s3/presign-upload", json=GOOD).status_code == 200
 
 
-def test_statement_timeout_bounds_a_blocked_query(
-    make_app: Callable[..., Flask], database_url: str
-) -> None:
+def test_statement_timeout_bounds_a_blocked_query(make_app: Callable[..., Flask], database_url: str) -> None:
     app = make_app(DB_STATEMENT_TIMEOUT_MS="200")
     blocker = psycopg2.connect(database_url)
     try:
@@ -109,7 +109,10 @@ def test_statement_timeout_bounds_a_blocked_query(
     ],
 )
 def test_unreachable_storage_answers_502(
-    make_app: Callable[..., Flask], db: psycopg2.extensions.connection, provider: str, overrides: dict[str, Any]
+    make_app: Callable[..., Flask],
+    db: psycopg2.extensions.connection,
+    provider: str,
+    overrides: dict[str, Any],
 ) -> None:
     app = make_app(STORAGE_MAX_ATTEMPTS="1", STORAGE_CONNECT_TIMEOUT_SECONDS="1", **overrides)
     client: FlaskClient = app.test_client()

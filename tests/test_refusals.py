@@ -33,7 +33,11 @@ def error_of(response: Any) -> str:
         ({"fileName": 42, "contentType": "text/plain"}, 400, "fileName must be a string"),
         ({"fileName": ["a"], "contentType": "text/plain"}, 400, "fileName must be a string"),
         ({"fileName": "   ", "contentType": "text/plain"}, 400, "fileName must not be empty"),
-        ({"fileName": "a" * 1025, "contentType": "text/plain"}, 400, "fileName is too long (at most 1024 characters)"),
+        (
+            {"fileName": "a" * 1025, "contentType": "text/plain"},
+            400,
+            "fileName is too long (at most 1024 characters)",
+        ),
         (
             {"fileName": "../..", "contentType": "text/plain"},
             400,
@@ -50,13 +54,21 @@ def error_of(response: Any) -> str:
             "fileName has nothing left once path parts and control characters are removed",
         ),
         ({"fileName": "a.txt", "contentType": 5}, 400, "contentType must be a string"),
-        ({"fileName": "a.txt", "contentType": "text"}, 400, "contentType is not a valid media type such as image/png"),
+        (
+            {"fileName": "a.txt", "contentType": "text"},
+            400,
+            "contentType is not a valid media type such as image/png",
+        ),
         (
             {"fileName": "a.txt", "contentType": "text/plain\r\nX-Evil: 1"},
             400,
             "contentType is not a valid media type such as image/png",
         ),
-        ({"fileName": "a.txt", "contentType": "text/" + "a" * 300}, 400, "contentType is too long (at most 255 characters)"),
+        (
+            {"fileName": "a.txt", "contentType": "text/" + "a" * 300},
+            400,
+            "contentType is too long (at most 255 characters)",
+        ),
         ({**GOOD, "fileSize": "12"}, 400, "fileSize must be a whole number of bytes"),
         ({**GOOD, "fileSize": 1.5}, 400, "fileSize must be a whole number of bytes"),
         ({**GOOD, "fileSize": True}, 400, "fileSize must be a whole number of bytes"),
@@ -79,7 +91,9 @@ def test_presign_refuses_a_file_too_large_for_one_put(client: FlaskClient, provi
     assert f"one upload to {provider} can carry" in error_of(response)
 
 
-@pytest.mark.parametrize("path", ["/s3/presign-upload", "/azure/save-metadata", "/presign-upload", "/save-metadata"])
+@pytest.mark.parametrize(
+    "path", ["/s3/presign-upload", "/azure/save-metadata", "/presign-upload", "/save-metadata"]
+)
 @pytest.mark.parametrize(
     ("data", "message"),
     [
