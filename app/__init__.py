@@ -19,6 +19,8 @@ from .uploads.views import guides_bp
 
 log = logging.getLogger(__name__)
 
+MAX_JSON_BODY_BYTES = 64 * 1024
+
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app from the environment (and ``.env``), or from ``test_config`` alone."""
@@ -30,6 +32,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         env = test_config
     settings = load_settings(env)
     app.extensions["settings"] = settings
+    # Request bodies are small JSON documents; refuse anything bigger unread.
+    app.config["MAX_CONTENT_LENGTH"] = MAX_JSON_BODY_BYTES
     # Flask's own JSON: keep non-ASCII file names readable in responses.
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
 

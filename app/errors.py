@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, jsonify
-from werkzeug.exceptions import HTTPException
+from flask import Flask, Response, current_app, jsonify
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,11 @@ def _handle_api_error(error: ApiError) -> Response:
 
 
 def _handle_http_exception(error: HTTPException) -> Response:
-    response = error_response(error.description or error.name, error.code or 500)
+    message = error.description or error.name
+    if isinstance(error, RequestEntityTooLarge):
+        limit = current_app.config.get("MAX_CONTENT_LENGTH")
+        message = f"request body is over the {limit} byte limit"
+    response = error_response(message, error.code or 500)
     # Keep headers werkzeug computed, such as Allow on a 405.
     for name, value in error.get_headers():
         if name.lower() != "content-type":

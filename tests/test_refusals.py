@@ -190,3 +190,33 @@ def test_malformed_user_header_is_refused(client: FlaskClient, value: str) -> No
     response = client.post("/s3/presign-upload", json=GOOD, headers={"X-User-Id": value})
     assert response.status_code == 400
     assert error_of(response) == "X-User-Id must be 1 to 128 visible ASCII characters"
+
+
+def test_deeply_nested_json_is_refused(client: FlaskClient) -> None:
+    response = client.post("/s3/presign-upload", data=b"[" * 30000 + b"]" * 30000)
+    assert response.status_code == 400
+    assert error_of(response) == "request body is nested too deeply"
+
+
+def test_lone_surrogates_in_strings_are_refused(client: FlaskClient) -> None:
+    data = b'{"fileName": "a\\ud800.txt", "contentType": "text/plain"}'
+    response = client.post("/s3/presign-upload", data=data, content_type="application/json")
+    assert response.status_code == 400
+    assert error_of(response) == "fileName is not valid Unicode text"
+
+
+def test_oversized_body_is_refused_unread(client: FlaskClient) -> None:
+    data = b'{"fileName": "' + b"a" * 70000 + b'", "contentType": "text/plain"}'
+    response = client.post("/s3/presign-upload", data=data, content_type="application/json")
+    assert response.status_code == 413
+    assert error_of(response) == "request body is over the 65536 byte limit"
+
+
+def test_huge_file_size_number_is_refused_as_too_large(client: FlaskClient) -> None:
+    data = b'{"fileName": "a.txt", "contentType": "text/plain", "fileSize": 99999999999999999999999}'
+    response = client.post("/s3/presign-upload", data=data, content_type="application/json")
+    assert response.status_code == 413
+    data = b'{"fileName": "a.txt", "contentType": "text/plain", "fileSize": 1e400}'
+    response = client.post("/s3/presign-upload", data=data, content_type="application/json")
+    assert response.status_code == 400
+    assert error_of(response) == "fileSize must be a whole number of bytes"

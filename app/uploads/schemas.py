@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -37,13 +38,20 @@ class SaveRequest:
 
 
 def json_object() -> dict[str, Any]:
-    """Return the request's JSON body, which must be an object."""
-    if not request.get_data(cache=True):
+    """Return the request's JSON body, which must be an object.
+
+    The body is parsed whatever its Content-Type (curl users often forget
+    the header), and at most ``MAX_CONTENT_LENGTH`` bytes are read.
+    """
+    data = request.get_data(cache=True)
+    if not data.strip():
         raise BadRequest("request body is empty: send a JSON object")
-    # force: curl users often forget the Content-Type header; the body decides.
-    body = request.get_json(force=True, silent=True)
-    if body is None and request.get_data(cache=True).strip() != b"null":
-        raise BadRequest("request body is not valid JSON")
+    try:
+        body = json.loads(data)
+    except RecursionError:
+        raise BadRequest("request body is nested too deeply") from None
+    except ValueError:
+        raise BadRequest("request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
     return body
@@ -58,6 +66,11 @@ def _string(body: dict[str, Any], field: str, max_length: int) -> str:
     value = value.strip()
     if not value:
         raise BadRequest(f"{field} must not be empty")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # JSON allows lone surrogates ("\ud800"); nothing downstream can store them.
+        raise BadRequest(f"{field} is not valid Unicode text") from None
     if len(value) > max_length:
         raise BadRequest(f"{field} is too long (at most {max_length} characters)")
     return value
