@@ -123,3 +123,63 @@ def test_unreachable_storage_answers_502(
     assert response.status_code == 502
     assert response.get_json() == {"success": False, "error": f"{provider} storage is unreachable, try again"}
     assert rows(db, provider) == []
+
+
+@pytest.fixture
+def silent_server() -> Any:
+    """A TCP server that accepts connections and never answers."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+                accepted.append(conn)
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    for conn in accepted:
+        conn.close()
+    listener.close()
+
+
+def test_slow_storage_times_out_with_504_without_holding_a_database_connection(
+    make_app: Callable[..., Flask], silent_server: str
+) -> None:
+    import threading
+
+    app = make_app(
+        S3_ENDPOINT_URL=silent_server,
+        STORAGE_MAX_ATTEMPTS="1",
+        STORAGE_READ_TIMEOUT_SECONDS="2",
+        DB_POOL_SIZE="1",
+        DB_POOL_TIMEOUT_SECONDS="0.5",
+    )
+    presigned = presign(app.test_client(), "s3")
+    result: dict[str, Any] = {}
+
+    def slow_save() -> None:
+        response = save(app.test_client(), "s3", presigned["objectKey"])
+        result["status"], result["body"] = response.status_code, response.get_json()
+
+    worker = threading.Thread(target=slow_save)
+    worker.start()
+    time.sleep(0.5)  # the save is now waiting on the silent storage server
+    # With a pool of one, this only works if the save gave its connection back.
+    assert app.test_client().post("/s3/presign-upload", json=GOOD).status_code == 200
+    worker.join(10)
+    assert result["status"] == 504
+    assert result["body"] == {"success": False, "error": "s3 storage did not answer in time, try again"}
