@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 log = logging.getLogger("devstack")
@@ -131,6 +132,107 @@ class EmbeddedPostgres:
         if self._server is not None:
             self._server.cleanup()  # type: ignore[attr-defined]
             self._server = None
+
+
+@dataclass
+class NetworkPostgres:
+    """PostgreSQL over TCP with SCRAM passwords, and TLS where the build has it: shaped like Neon.
+
+    Uses the system's PostgreSQL binaries when installed (Debian's have TLS),
+    else pgserver's (which have none). As root it runs as the unprivileged
+    ``pgserver`` user, since PostgreSQL refuses to run as root.
+    """
+
+    data_dir: Path
+    port: int = 0
+    password: str = "local-test-password"
+    _user: str | None = field(default=None, repr=False)
+
+    @cached_property
+    def bin_dir(self) -> Path:
+        """Return the directory of the PostgreSQL binaries used."""
+        system = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
+        if system:
+            return system[-1].parent
+        from pgserver._commands import POSTGRES_BIN_PATH
+
+        return Path(POSTGRES_BIN_PATH)
+
+    @cached_property
+    def tls(self) -> bool:
+        """Return whether this build can serve TLS."""
+        configure = subprocess.run(
+            [str(self.bin_dir / "pg_config"), "--configure"], capture_output=True, text=True, check=False
+        ).stdout
+        return "--with-openssl" in configure or "--with-ssl=openssl" in configure
+
+    def url(self, **params: str) -> str:
+        """Return a URL that requires TLS and channel binding (as Neon's do) when the build has TLS."""
+        query = {"sslmode": "require", "channel_binding": "require"} if self.tls else {}
+        query.update(params)
+        rendered = "&".join(f"{k}={v}" for k, v in query.items())
+        return f"postgresql://app:{self.password}@127.0.0.1:{self.port}/postgres?{rendered}"
+
+    def _run(self, binary: str, *args: str) -> None:
+        subprocess.run(
+            [str(self.bin_dir / binary), *args],
+            check=True,
+            capture_output=True,
+            user=self._user,
+            timeout=60,
+        )
+
+    def start(self) -> str:
+        """Initialise (first time) and start the server; return its URL."""
+        if os.geteuid() == 0:
+            from pgserver.utils import ensure_prefix_permissions, ensure_user_exists
+
+            ensure_user_exists("pgserver")
+            self._user = "pgserver"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        pgdata = self.data_dir / "pgdata"
+        if not (pgdata / "PG_VERSION").exists():
+            pwfile = self.data_dir / "pwfile"
+            pwfile.write_text(self.password)
+            self._chown(self.data_dir)
+            if self._user:
+                ensure_prefix_permissions(self.data_dir)
+            self._run(
+                "initdb", "-D", str(pgdata), "-U", "app", f"--pwfile={pwfile}",
+                "--auth-host=scram-sha-256", "--auth-local=trust", "--encoding=utf8",
+            )  # fmt: skip
+            if self.tls:
+                subprocess.run(
+                    ["openssl", "req", "-new", "-x509", "-days", "30", "-nodes", "-subj", "/CN=127.0.0.1",
+                     "-keyout", str(pgdata / "server.key"), "-out", str(pgdata / "server.crt")],
+                    check=True, capture_output=True, timeout=60,
+                )  # fmt: skip
+                (pgdata / "server.key").chmod(0o600)
+                with (pgdata / "postgresql.conf").open("a") as conf:
+                    conf.write("\nssl = on\n")
+            self._chown(pgdata)
+        if not self.port:
+            self.port = free_port()
+        self._run(
+            "pg_ctl", "-D", str(pgdata), "-w", "-l", str(self.data_dir / "postgres.log"),
+            "-o", f"-h 127.0.0.1 -p {self.port} -k {pgdata}", "start",
+        )  # fmt: skip
+        return self.url()
+
+    def _chown(self, path: Path) -> None:
+        if not self._user:
+            return
+        import pwd
+
+        entry = pwd.getpwnam(self._user)
+        for item in [path, *path.rglob("*")]:
+            os.chown(item, entry.pw_uid, entry.pw_gid)
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server (``immediate`` is a crash, as far as clients can tell)."""
+        pgdata = self.data_dir / "pgdata"
+        if (pgdata / "postmaster.pid").exists():
+            self._run("pg_ctl", "-D", str(pgdata), "-w", "-m", mode, "stop")
 
 
 @dataclass

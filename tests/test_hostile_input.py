@@ -14,7 +14,9 @@ pytestmark = pytest.mark.integration
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
     max_leaves=12,
 )
 field_values = st.one_of(json_values, st.text(max_size=300), st.integers(min_value=-(2**70), max_value=2**70))
@@ -62,7 +64,9 @@ def test_any_bytes_get_a_clean_answer(client: FlaskClient, data: bytes, path: st
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(name=st.text(min_size=1, max_size=300))
 def test_any_file_name_gives_a_safe_key_or_a_400(client: FlaskClient, name: str) -> None:
-    response = client.post("/s3/presign-upload", data=json.dumps({"fileName": name, "contentType": "text/plain"}))
+    response = client.post(
+        "/s3/presign-upload", data=json.dumps({"fileName": name, "contentType": "text/plain"})
+    )
     assert_clean_refusal_or_success(response)
     if response.status_code == 200:
         key = response.get_json()["objectKey"]
