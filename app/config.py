@@ -9,13 +9,15 @@ disabled and its routes answer 503 naming what is missing.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
 import psycopg2
 from psycopg2.extensions import parse_dsn
+
+N = TypeVar("N", int, float)
 
 PROVIDERS: tuple[str, ...] = ("s3", "r2", "b2", "azure")
 
@@ -106,27 +108,19 @@ class _Reader:
         return value or None
 
     def integer(self, name: str, default: int, low: int, high: int) -> int:
-        raw = self.get(name)
-        if raw is None:
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            self.problems.append(f"{name}: expected a whole number, got {raw!r}")
-            return default
-        if not low <= value <= high:
-            self.problems.append(f"{name}: must be between {low} and {high}, got {value}")
-            return default
-        return value
+        return self._bounded(name, default, low, high, int, "a whole number")
 
     def number(self, name: str, default: float, low: float, high: float) -> float:
+        return self._bounded(name, default, low, high, float, "a number")
+
+    def _bounded(self, name: str, default: N, low: N, high: N, cast: Callable[[str], N], kind: str) -> N:
         raw = self.get(name)
         if raw is None:
             return default
         try:
-            value = float(raw)
+            value = cast(raw)
         except ValueError:
-            self.problems.append(f"{name}: expected a number, got {raw!r}")
+            self.problems.append(f"{name}: expected {kind}, got {raw!r}")
             return default
         if not low <= value <= high:
             self.problems.append(f"{name}: must be between {low} and {high}, got {value}")

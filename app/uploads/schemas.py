@@ -35,6 +35,8 @@ class SaveRequest:
     """Which uploaded object a client wants recorded."""
 
     key: str
+    #: the body field the key came in (objectKey or blobName), for messages
+    field: str
 
 
 def json_object() -> dict[str, Any]:
@@ -100,5 +102,5 @@ def parse_save(body: dict[str, Any], key_fields: tuple[str, ...]) -> SaveRequest
             key = _string(body, field, MAX_KEY_LENGTH)
             if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in key):
                 raise BadRequest(f"{field} contains control characters")
-            return SaveRequest(key=key)
+            return SaveRequest(key=key, field=field)
     raise BadRequest(f"{' or '.join(key_fields)} is required")

@@ -75,22 +75,22 @@ def presign(provider_name: str) -> tuple[Response, int]:
     return jsonify(presign_body(issued)), 200
 
 
-def save(provider_name: str | None, fallback_provider: str | None = None) -> tuple[Response, int]:
-    """Record an uploaded object; 201 when new, 200 when already recorded."""
+def save(provider_name: str | None) -> tuple[Response, int]:
+    """Record an uploaded object; 201 when new, 200 when already recorded.
+
+    ``provider_name`` None is the guides' shared /save-metadata: the key's
+    own provider decides the table.
+    """
     user_id = current_user_id()
     if provider_name is not None:
         get_provider(provider_name)
     body = json_object()
     key_fields = ("objectKey",) if provider_name not in ("azure", None) else ("objectKey", "blobName")
     wanted = parse_save(body, key_fields)
-    field = next(f for f in key_fields if body.get(f) is not None)
+    # A key nobody issued has no provider on record; the Azure guide sends blobName.
+    fallback = "azure" if wanted.field == "blobName" else _settings().default_provider
     row, created = save_upload(
-        provider_name,
-        _repository(),
-        user_id,
-        wanted.key,
-        field=field,
-        fallback_provider=fallback_provider or _settings().default_provider,
+        provider_name, _repository(), user_id, wanted.key, field=wanted.field, fallback_provider=fallback
     )
     return jsonify({"success": True, "file": file_body(row)}), 201 if created else 200
 
@@ -119,10 +119,7 @@ def guide_presign_upload() -> tuple[Response, int]:
 @guides_bp.post("/save-metadata")
 def guide_save_metadata() -> tuple[Response, int]:
     """The guides' shared save route: the key's own provider decides the table."""
-    body = json_object()
-    # A key nobody issued has no provider on record; the Azure guide sends blobName.
-    fallback = "azure" if body.get("objectKey") is None and body.get("blobName") is not None else None
-    return save(None, fallback)
+    return save(None)
 
 
 @guides_bp.post("/presign-b2-upload")
