@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -18,6 +19,10 @@ from dotenv import load_dotenv
 
 from .services import ROOT
 from .stack import LocalStack
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,8 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=ROOT / ".devstack")
     args = parser.parse_args(argv)
 
+    # `kill`, a closed terminal or `docker stop` must stop the emulators too.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _exit_on_signal)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    for noisy in ("pgserver", "azure"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     load_dotenv(ROOT / ".env")
     stack = LocalStack(args.data_dir)
     print("starting local services (first start takes a few seconds)...", flush=True)

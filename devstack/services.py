@@ -94,6 +94,29 @@ def wait_until(
     raise RuntimeError(f"{what} did not become ready within {timeout:.0f}s")
 
 
+def kill_leftover(data_dir: Path, name: str) -> None:
+    """Kill a service a crashed earlier run left behind on ``data_dir`` (it holds the port and files)."""
+    pid_file = data_dir / f"{name}.pid"
+    if not pid_file.exists():
+        return
+    try:
+        os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+        time.sleep(0.5)
+    except (ValueError, ProcessLookupError, PermissionError):
+        pass
+    pid_file.unlink(missing_ok=True)
+
+
+def spawn(args: list[str], data_dir: Path, name: str) -> subprocess.Popen[bytes]:
+    """Start a service in its own process group, its output in ``data_dir/name.log``."""
+    kill_leftover(data_dir, name)
+    log_file = open(data_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
+    proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+    log_file.close()
+    (data_dir / f"{name}.pid").write_text(str(proc.pid))
+    return proc
+
+
 def _stop_process(proc: subprocess.Popen[bytes] | None, grace: float) -> None:
     if proc is None or proc.poll() is not None:
         return
@@ -128,10 +151,15 @@ class EmbeddedPostgres:
         return self._server.get_uri()  # type: ignore[attr-defined, no-any-return]
 
     def stop(self) -> None:
-        """Stop the server."""
-        if self._server is not None:
-            self._server.cleanup()  # type: ignore[attr-defined]
-            self._server = None
+        """Stop the server, even if pgserver thinks a crashed earlier run still uses it."""
+        if self._server is None:
+            return
+        server, self._server = self._server, None
+        server.cleanup()  # type: ignore[attr-defined]
+        if (self.data_dir / "postmaster.pid").exists():
+            from pgserver._commands import pg_ctl
+
+            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.data_dir, user=server.system_user)  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -281,8 +309,7 @@ class SeaweedS3:
             # Without these SeaweedFS runs out of writable volumes after a few buckets.
             "-volume.max=0", "-master.volumeSizeLimitMB=64", "-master.volumePreallocate=false",
         ]  # fmt: skip
-        log_file = open(self.data_dir / "weed.log", "ab")  # noqa: SIM115 - lives as long as the process
-        self._proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        self._proc = spawn(args, self.data_dir, "weed")
         try:
             wait_until(lambda: not port_is_free(self.port), 60, "SeaweedFS S3 gateway", self._proc)
             for identity in self.identities:
@@ -375,8 +402,7 @@ class Azurite:
             # The current SDK speaks a newer API version than Azurite knows.
             "--skipApiVersionCheck", "--disableTelemetry",
         ]  # fmt: skip
-        log_file = open(self.data_dir / "azurite.log", "ab")  # noqa: SIM115 - lives as long as the process
-        self._proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        self._proc = spawn(args, self.data_dir, "azurite")
         try:
             wait_until(lambda: not port_is_free(self.port), 30, "Azurite", self._proc)
             wait_until(self._ensure_container, 30, "Azurite container", self._proc)

@@ -6,7 +6,15 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .services import S3_IDENTITIES, Azurite, EmbeddedPostgres, SeaweedS3, find_azurite, free_port
+from .services import (
+    S3_IDENTITIES,
+    Azurite,
+    EmbeddedPostgres,
+    SeaweedS3,
+    find_azurite,
+    free_port,
+    kill_leftover,
+)
 
 log = logging.getLogger("devstack")
 
@@ -34,6 +42,8 @@ class LocalStack:
     def start(self, env: dict[str, str]) -> dict[str, str]:
         """Start what ``env`` lacks; return the variables that point the service at it."""
         out: dict[str, str] = {}
+        kill_leftover(self.data_dir / "seaweedfs", "weed")
+        kill_leftover(self.data_dir / "azurite", "azurite")
         try:
             if not env.get("DATABASE_URL"):
                 self.postgres = EmbeddedPostgres(self.data_dir / "postgres")
