@@ -228,3 +228,20 @@ def test_azure_sas_is_scoped_to_one_blob_and_write_only(client: FlaskClient) -> 
     assert other.status_code == 403
     assert "sp=cw" in url
     assert "se=" in url
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_guides_shared_save_route_saves_to_the_provider_that_issued_the_key(
+    client: FlaskClient, db: psycopg2.extensions.connection, provider: str
+) -> None:
+    presigned = presign(client, provider)
+    put(presigned, b"shared route")
+    field = "blobName" if provider == "azure" else "objectKey"
+    response = client.post(
+        "/save-metadata", json={field: presigned["objectKey"], "publicFileUrl": "https://evil/x"}
+    )
+    assert response.status_code == 201
+    assert response.get_json()["file"]["provider"] == provider
+    [row] = rows(db, provider)
+    # The URL a client sends is never stored.
+    assert row["file_url"] == presigned["publicFileUrl"]
