@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import psycopg2
+import psycopg2.errors
 import psycopg2.extensions
 from flask import Flask, current_app, g
 
@@ -199,6 +200,12 @@ def run_in_transaction(work: Callable[[psycopg2.extensions.cursor], T]) -> T:
                 return work(cur)
         except psycopg2.extensions.QueryCanceledError:
             raise DatabaseUnavailable("database query timed out, try again shortly") from None
+        except (psycopg2.errors.UndefinedTable, psycopg2.errors.UndefinedColumn):
+            # An operator's mistake, not the client's: say so in the log, plainly.
+            log.error("database schema is behind the code: run `flask --app app db upgrade`")
+            raise ServiceUnavailable(
+                "database schema is not up to date; the operator must apply migrations"
+            ) from None
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
             alive = conn.closed == 0
             release_db(discard=not alive)

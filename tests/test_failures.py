@@ -183,3 +183,15 @@ def test_slow_storage_times_out_with_504_without_holding_a_database_connection(
     worker.join(10)
     assert result["status"] == 504
     assert result["body"] == {"success": False, "error": "s3 storage did not answer in time, try again"}
+
+
+def test_unmigrated_database_answers_503_naming_the_fix(
+    make_app: Callable[..., Flask], make_database: Callable[[], str]
+) -> None:
+    app = make_app(DATABASE_URL=make_database())
+    response = app.test_client().post("/s3/presign-upload", json=GOOD)
+    assert response.status_code == 503
+    assert (
+        response.get_json()["error"]
+        == "database schema is not up to date; the operator must apply migrations"
+    )
