@@ -26,6 +26,9 @@ from app.uploads.keys import MAX_NAME_BYTES, clean_file_name, new_object_key
         ("a/", ""),
         ("\x01\x02", ""),
         (".env", ".env"),
+        ("report.", "report"),
+        ("notes . . ", "notes"),
+        ("...", ""),
     ],
 )
 def test_clean_file_name(raw: str, clean: str) -> None:

@@ -24,8 +24,9 @@ def clean_file_name(raw: str) -> str:
     name = _BIDI_CONTROLS.sub("", name)
     # Windows and POSIX separators both count: "C:\\x\\a.txt" and "../../a.txt" -> "a.txt".
     name = re.split(r"[/\\]", name)[-1].strip()
-    if name in (".", ".."):
-        return ""
+    # Trailing dots and spaces are dropped by Windows and mishandled by Azure;
+    # this also turns "." and ".." into nothing.
+    name = name.rstrip(". ")
     return _truncate_utf8(name, MAX_NAME_BYTES)
 
 
@@ -43,7 +44,7 @@ def _truncate_utf8(name: str, limit: int) -> str:
 def _cut(text: str, limit: int) -> str:
     encoded = text.encode("utf-8")[:limit]
     # Drop a character split in half by the byte cut.
-    return encoded.decode("utf-8", errors="ignore").rstrip()
+    return encoded.decode("utf-8", errors="ignore").rstrip(". ")
 
 
 def new_object_key(clean_name: str) -> str:
