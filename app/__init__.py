@@ -8,12 +8,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from dotenv import load_dotenv
-from flask import Flask
+from flask import Flask, Response
+from flask_cors import CORS
 
-from . import db, errors, migrations, storage
+from . import auth, db, errors, migrations, ratelimit, storage
 from .config import PROVIDERS, Settings, load_settings
 from .repository import FileRepository
 from .status import bp as status_bp
+from .uploads.policy import UploadPolicy
 from .uploads.views import bp as uploads_bp
 from .uploads.views import guides_bp
 
@@ -39,6 +41,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     register_extensions(app, settings)
     register_blueprints(app)
+    register_http_policies(app, settings)
     errors.init_app(app)
     migrations.init_app(app)
     _log_providers(settings)
@@ -49,7 +52,9 @@ def register_extensions(app: Flask, settings: Settings) -> None:
     """Create the per-process pool, storage clients and repository."""
     db.init_app(app, settings)
     storage.init_app(app, settings)
+    auth.init_app(app, settings.auth)
     app.extensions["repository"] = FileRepository(db.run_in_transaction)
+    app.extensions["upload_policy"] = UploadPolicy(settings.max_upload_bytes, settings.allowed_content_types)
 
 
 def register_blueprints(app: Flask) -> None:
@@ -60,6 +65,29 @@ def register_blueprints(app: Flask) -> None:
         )
     app.register_blueprint(guides_bp)
     app.register_blueprint(status_bp)
+
+
+def register_http_policies(app: Flask, settings: Settings) -> None:
+    """Rate limits, CORS for browsers on other origins, and no caching of signed URLs."""
+    ratelimit.init_app(app, settings)
+    if settings.cors_allowed_origins:
+        headers = ["Authorization", "Content-Type"]
+        if settings.auth.mode == "dev":
+            headers.append("X-User-Id")
+        CORS(
+            app,
+            origins=list(settings.cors_allowed_origins),
+            allow_headers=headers,
+            methods=["GET", "POST", "DELETE", "OPTIONS"],
+            supports_credentials=settings.cors_allow_credentials,
+            max_age=600,
+        )
+
+    @app.after_request
+    def _no_store(response: Response) -> Response:
+        # Answers carry signed URLs and per-user data: no shared cache may keep them.
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response
 
 
 def _log_providers(settings: Settings) -> None:

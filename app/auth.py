@@ -1,27 +1,208 @@
-"""Who is calling.
+"""Who is calling: a verified bearer JWT, or the guides' fixed user in development mode.
 
-Until token authentication lands, every caller is the guides' fixed user
-``user_123``, or the id in an ``X-User-Id`` header (a development
-convenience that lets tests and curl act as a second user).
+HS256 tokens are checked with ``AUTH_JWT_SECRET``; RS256 and ES256 tokens
+with keys from ``AUTH_JWKS_URL`` (Neon Auth, Auth0, Clerk and Supabase all
+publish one). The algorithm a token names must be one this configuration
+expects, which is what stops ``alg: none`` and HS256-for-RS256 confusion.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import re
+import threading
+import time
+import urllib.request
+from typing import Any
 
-from flask import request
+import jwt
+from flask import Flask, current_app, g, request
 
-from .errors import BadRequest
+from .config import AuthSettings
+from .errors import ApiError, BadRequest, ServiceUnavailable
+
+log = logging.getLogger(__name__)
 
 DEV_USER_ID = "user_123"
-_USER_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
+_DEV_USER_HEADER = re.compile(r"^[\x21-\x7e]{1,128}$")
+MAX_USER_ID_LENGTH = 255
+
+
+class Unauthorized(ApiError):
+    """No valid credentials: 401 with the challenge RFC 6750 asks for."""
+
+    status = 401
+
+    def __init__(self, message: str, *, invalid_token: bool = True):
+        challenge = 'Bearer realm="upload-service"'
+        if invalid_token:
+            challenge += ', error="invalid_token"'
+        super().__init__(message, headers={"WWW-Authenticate": challenge})
+
+
+class JwksCache:
+    """Signing keys from a JWKS URL: fetched once, refetched for an unknown ``kid`` at most once a minute."""
+
+    def __init__(self, url: str, *, timeout: float = 5.0, min_refresh_seconds: float = 60.0):
+        self._url = url
+        self._timeout = timeout
+        self._min_refresh = min_refresh_seconds
+        self._lock = threading.Lock()
+        self._keys: dict[str | None, Any] | None = None
+        self._fetched_at = float("-inf")
+        self.fetch_count = 0
+
+    def _fetch(self) -> dict[str | None, Any]:
+        self.fetch_count += 1
+        req = urllib.request.Request(self._url, headers={"Accept": "application/json"})  # noqa: S310 - https URL from config
+        with urllib.request.urlopen(req, timeout=self._timeout) as response:  # noqa: S310
+            document = json.loads(response.read(1024 * 1024))
+        keys: dict[str | None, Any] = {}
+        for entry in document.get("keys", []):
+            if entry.get("use", "sig") != "sig":
+                continue
+            try:
+                keys[entry.get("kid")] = jwt.PyJWK(entry).key
+            except jwt.PyJWKError:
+                continue  # a key type we cannot use; others may still do
+        return keys
+
+    def key_for(self, kid: str | None) -> Any:
+        """Return the key ``kid`` names (or the only key, when the token names none)."""
+        keys = self._keys
+        if keys is None or kid not in keys:
+            keys = self._refresh_if_allowed(kid)
+        if kid is None and len(keys) == 1:
+            return next(iter(keys.values()))
+        if kid not in keys:
+            raise Unauthorized("token signing key is unknown")
+        return keys[kid]
+
+    def _refresh_if_allowed(self, kid: str | None) -> dict[str | None, Any]:
+        with self._lock:
+            keys = self._keys
+            if keys is not None and kid in keys:
+                return keys
+            if time.monotonic() - self._fetched_at < self._min_refresh:
+                if keys is None:
+                    raise ServiceUnavailable("token signing keys are unavailable, try again shortly")
+                return keys
+            self._fetched_at = time.monotonic()
+            try:
+                self._keys = self._fetch()
+            except (OSError, ValueError) as exc:
+                log.warning("fetching JWKS failed: %s", type(exc).__name__)
+                if keys is None:
+                    raise ServiceUnavailable(
+                        "token signing keys are unavailable, try again shortly"
+                    ) from None
+                return keys
+            return self._keys
+
+
+# PyJWT's exceptions -> what the client is told (never the token itself).
+_TOKEN_ERRORS: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
+    (jwt.ExpiredSignatureError, "token has expired"),
+    (jwt.ImmatureSignatureError, "token is not valid yet"),
+    (jwt.InvalidSignatureError, "token signature is invalid"),
+    (jwt.InvalidIssuerError, "token issuer is not accepted"),
+    (jwt.InvalidAudienceError, "token audience is not accepted"),
+    (jwt.InvalidAlgorithmError, "token algorithm is not accepted"),
+    (jwt.DecodeError, "token is malformed"),
+)
+
+
+class Authenticator:
+    """Turns an ``Authorization`` header into a user id, or refuses."""
+
+    def __init__(self, settings: AuthSettings):
+        self.settings = settings
+        algorithms: dict[str, Any] = {}
+        if settings.jwt_secret:
+            algorithms["HS256"] = settings.jwt_secret
+        self._jwks = JwksCache(settings.jwks_url) if settings.jwks_url else None
+        if self._jwks:
+            algorithms["RS256"] = algorithms["ES256"] = None
+        self._algorithms = algorithms
+
+    def user_for_token(self, token: str) -> str:
+        """Verify ``token`` and return its user id."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise Unauthorized("token is malformed") from None
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in self._algorithms:
+            shown = alg if isinstance(alg, str) and len(alg) <= 10 else "?"
+            raise Unauthorized(f"token algorithm {shown} is not accepted")
+        key = self._algorithms[alg]
+        if key is None:
+            assert self._jwks is not None
+            kid = header.get("kid")
+            key = self._jwks.key_for(kid if isinstance(kid, str) else None)
+        settings = self.settings
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                audience=settings.audience,
+                issuer=settings.issuer,
+                leeway=settings.leeway_seconds,
+                options={"require": ["exp"], "verify_aud": settings.audience is not None},
+            )
+        except jwt.MissingRequiredClaimError as exc:
+            raise Unauthorized(f"token has no {exc.claim} claim") from None
+        except jwt.PyJWTError as exc:
+            for error_type, message in _TOKEN_ERRORS:
+                if isinstance(exc, error_type):
+                    raise Unauthorized(message) from None
+            raise Unauthorized("token is invalid") from None
+        user = claims.get(settings.user_claim)
+        if isinstance(user, int) and not isinstance(user, bool):
+            user = str(user)
+        if not isinstance(user, str) or not user or len(user) > MAX_USER_ID_LENGTH:
+            raise Unauthorized(f"token has no usable {settings.user_claim} claim")
+        return user
+
+    def authenticate(self) -> str:
+        """Return the id of the user making this request."""
+        if self.settings.mode == "dev":
+            header = request.headers.get("X-User-Id")
+            if header is None:
+                return DEV_USER_ID
+            if not _DEV_USER_HEADER.match(header):
+                raise BadRequest("X-User-Id must be 1 to 128 visible ASCII characters")
+            return header
+        authorization = request.headers.get("Authorization")
+        if not authorization:
+            raise Unauthorized(
+                "missing bearer token: send Authorization: Bearer <token>", invalid_token=False
+            )
+        scheme, _, token = authorization.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthorized("Authorization header must be 'Bearer <token>'")
+        return self.user_for_token(token)
 
 
 def current_user_id() -> str:
-    """Return the id of the user making this request."""
-    header = request.headers.get("X-User-Id")
-    if header is None:
-        return DEV_USER_ID
-    if not _USER_ID.match(header):
-        raise BadRequest("X-User-Id must be 1 to 128 visible ASCII characters")
-    return header
+    """Return the id of the user making this request (verified once per request)."""
+    if "auth_error" in g:
+        raise g.auth_error
+    if "user_id" not in g:
+        authenticator: Authenticator = current_app.extensions["authenticator"]
+        try:
+            g.user_id = authenticator.authenticate()
+        except ApiError as exc:
+            g.auth_error = exc
+            raise
+    return g.user_id  # type: ignore[no-any-return]
+
+
+def init_app(app: Flask, settings: AuthSettings) -> None:
+    """Attach the app's authenticator."""
+    app.extensions["authenticator"] = Authenticator(settings)
+    if settings.mode == "dev":
+        log.warning("AUTH_MODE=dev: every caller is trusted as user_123 or its X-User-Id header")

@@ -76,12 +76,35 @@ ProviderSettings = S3CompatibleSettings | AzureSettings
 
 
 @dataclass(frozen=True)
+class AuthSettings:
+    """How callers prove who they are."""
+
+    #: "dev": every caller is user_123 (or X-User-Id); "jwt": bearer tokens
+    mode: Literal["dev", "jwt"] = "dev"
+    jwt_secret: str | None = field(default=None, repr=False)
+    jwks_url: str | None = None
+    issuer: str | None = None
+    audience: str | None = None
+    user_claim: str = "sub"
+    leeway_seconds: int = 30
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the service reads from its environment."""
 
     database_url: str = field(repr=False)
     providers: Mapping[str, ProviderSettings]
     missing: Mapping[str, tuple[str, ...]]
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    max_upload_bytes: int = 100 * 1024**2
+    #: media-type patterns such as "image/*"; empty means any type
+    allowed_content_types: tuple[str, ...] = ()
+    cors_allowed_origins: tuple[str, ...] = ()
+    cors_allow_credentials: bool = False
+    rate_limit_presign: str = "120/minute"
+    rate_limit_save: str = "120/minute"
+    rate_limit_storage_uri: str = field(default="memory://", repr=False)
     default_provider: str = "s3"
     upload_url_expires_seconds: int = 300
     db_pool_size: int = 4
@@ -297,6 +320,92 @@ def _database_url(r: _Reader) -> str:
     return url
 
 
+_MEDIA_PATTERN = re.compile(r"^(\*/\*|[a-z0-9][a-z0-9!#$&^_.+-]*/(\*|[a-z0-9][a-z0-9!#$&^_.+-]*))$")
+_RATE_LIMIT = re.compile(
+    r"^\s*\d+\s*(/|per)\s*(\d+\s*)?(second|minute|hour|day|month|year)s?\s*$", re.IGNORECASE
+)
+
+
+def _auth_settings(r: _Reader) -> AuthSettings:
+    mode = (r.get("AUTH_MODE") or "").lower()
+    secret = r.get("AUTH_JWT_SECRET")
+    jwks_url = r.url("AUTH_JWKS_URL")
+    if mode not in ("", "dev", "jwt"):
+        r.problems.append(f"AUTH_MODE: must be dev or jwt, got {mode!r}")
+        mode = "jwt"
+    if not mode:
+        mode = "jwt" if secret or r.get("AUTH_JWKS_URL") else ""
+    if not mode:
+        r.problems.append(
+            "AUTH_MODE: no authentication configured: set AUTH_JWT_SECRET or AUTH_JWKS_URL, "
+            "or AUTH_MODE=dev for a local run"
+        )
+        mode = "dev"
+    if mode == "dev" and (r.get("APP_ENV") or "").lower() == "production":
+        r.problems.append("AUTH_MODE: dev mode trusts any caller and is refused when APP_ENV=production")
+    if mode == "jwt" and not secret and not r.get("AUTH_JWKS_URL"):
+        r.problems.append("AUTH_MODE: jwt needs AUTH_JWT_SECRET (HS256) or AUTH_JWKS_URL (RS256/ES256)")
+    if secret is not None and len(secret.encode("utf-8")) < 32:
+        # RFC 7518: an HS256 key must be at least as long as the hash (32 bytes).
+        r.problems.append("AUTH_JWT_SECRET: must be at least 32 bytes long")
+    return AuthSettings(
+        mode="jwt" if mode == "jwt" else "dev",
+        jwt_secret=secret,
+        jwks_url=jwks_url,
+        issuer=r.get("AUTH_JWT_ISSUER"),
+        audience=r.get("AUTH_JWT_AUDIENCE"),
+        user_claim=r.get("AUTH_USER_CLAIM") or "sub",
+        leeway_seconds=r.integer("AUTH_JWT_LEEWAY_SECONDS", 30, 0, 600),
+    )
+
+
+def _list(r: _Reader, name: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in (r.get(name) or "").split(",") if item.strip())
+
+
+def _content_type_patterns(r: _Reader) -> tuple[str, ...]:
+    patterns = tuple(p.lower() for p in _list(r, "ALLOWED_CONTENT_TYPES"))
+    bad = [p for p in patterns if not _MEDIA_PATTERN.match(p)]
+    if bad:
+        r.problems.append(
+            f"ALLOWED_CONTENT_TYPES: not media types or patterns like image/*: {', '.join(map(repr, bad))}"
+        )
+    return patterns
+
+
+def _cors(r: _Reader) -> tuple[tuple[str, ...], bool]:
+    origins = _list(r, "CORS_ALLOWED_ORIGINS")
+    credentials = (r.get("CORS_ALLOW_CREDENTIALS") or "false").lower()
+    if credentials not in ("true", "false", "1", "0", "yes", "no"):
+        r.problems.append(f"CORS_ALLOW_CREDENTIALS: expected true or false, got {credentials!r}")
+    allow_credentials = credentials in ("true", "1", "yes")
+    for origin in origins:
+        if origin == "*":
+            if allow_credentials:
+                r.problems.append("CORS_ALLOWED_ORIGINS: '*' is refused when CORS_ALLOW_CREDENTIALS is on")
+            continue
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+            r.problems.append(
+                f"CORS_ALLOWED_ORIGINS: {origin!r} is not an origin such as https://app.example.com"
+            )
+    return tuple(o.rstrip("/") for o in origins), allow_credentials
+
+
+def _rate_limit(r: _Reader, name: str, default: str) -> str:
+    value = r.get(name) or default
+    if not _RATE_LIMIT.match(value):
+        r.problems.append(f"{name}: expected a rate such as 120/minute, got {value!r}")
+    return value
+
+
+def _rate_limit_storage(r: _Reader) -> str:
+    uri = r.get("RATE_LIMIT_STORAGE_URI") or "memory://"
+    if urlsplit(uri).scheme not in ("memory", "redis", "rediss", "redis+sentinel", "redis+cluster"):
+        r.problems.append("RATE_LIMIT_STORAGE_URI: expected memory:// or a redis:// URL")
+    return uri
+
+
 def load_settings(env: Mapping[str, str]) -> Settings:
     """Build ``Settings`` from ``env`` or raise ``ConfigError`` naming every bad variable."""
     r = _Reader(env)
@@ -321,10 +430,19 @@ def load_settings(env: Mapping[str, str]) -> Settings:
             f"DEFAULT_PROVIDER: must be one of {', '.join(PROVIDERS)}, got {default_provider!r}"
         )
 
+    cors_origins, cors_credentials = _cors(r)
     result = Settings(
         database_url=database_url,
         providers=providers,
         missing=missing,
+        auth=_auth_settings(r),
+        max_upload_bytes=r.integer("MAX_UPLOAD_BYTES", 100 * 1024**2, 1, 5 * 1024**4),
+        allowed_content_types=_content_type_patterns(r),
+        cors_allowed_origins=cors_origins,
+        cors_allow_credentials=cors_credentials,
+        rate_limit_presign=_rate_limit(r, "RATE_LIMIT_PRESIGN", "120/minute"),
+        rate_limit_save=_rate_limit(r, "RATE_LIMIT_SAVE", "120/minute"),
+        rate_limit_storage_uri=_rate_limit_storage(r),
         default_provider=default_provider,
         upload_url_expires_seconds=r.integer("UPLOAD_URL_EXPIRES_SECONDS", 300, 1, MAX_URL_EXPIRY_SECONDS),
         db_pool_size=r.integer("DB_POOL_SIZE", 4, 1, 1000),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from flask import Flask, Response, current_app, jsonify
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -43,6 +44,10 @@ class PayloadTooLarge(ApiError):
     status = 413
 
 
+class UnsupportedMediaType(ApiError):
+    status = 415
+
+
 class ServiceUnavailable(ApiError):
     status = 503
 
@@ -68,7 +73,10 @@ def _handle_api_error(error: ApiError) -> Response:
     return error_response(error.message, error.status, error.headers)
 
 
-def _handle_http_exception(error: HTTPException) -> Response:
+def _handle_http_exception(error: HTTPException) -> Response | Any:
+    if error.response is not None:
+        # Already shaped by whoever raised it (the rate limiter does).
+        return error.response
     message = error.description or error.name
     if isinstance(error, RequestEntityTooLarge):
         limit = current_app.config.get("MAX_CONTENT_LENGTH")

@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("pgserver", "azure"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     load_dotenv(ROOT / ".env")
+    if not any(os.environ.get(v) for v in ("AUTH_MODE", "AUTH_JWT_SECRET", "AUTH_JWKS_URL")):
+        # The guides' behaviour for local runs: every caller is user_123.
+        os.environ["AUTH_MODE"] = "dev"
     stack = LocalStack(args.data_dir)
     print("starting local services (first start takes a few seconds)...", flush=True)
     os.environ.update(stack.start(dict(os.environ)))

@@ -82,8 +82,18 @@ def database_url(make_database: Callable[[], str]) -> str:
 
 @pytest.fixture(scope="session")
 def app_env(stack: tuple[LocalStack, dict[str, str]], database_url: str) -> dict[str, str]:
-    """Return the environment that configures all four providers against the emulators."""
-    return {**stack[1], "DATABASE_URL": database_url}
+    """Return the environment that configures all four providers against the emulators.
+
+    Development authentication (X-User-Id) and generous rate limits: the
+    tests of tokens and limits make apps of their own.
+    """
+    return {
+        **stack[1],
+        "DATABASE_URL": database_url,
+        "AUTH_MODE": "dev",
+        "RATE_LIMIT_PRESIGN": "100000/minute",
+        "RATE_LIMIT_SAVE": "100000/minute",
+    }
 
 
 @pytest.fixture

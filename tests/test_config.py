@@ -6,7 +6,10 @@ import pytest
 
 from app.config import AzureSettings, ConfigError, S3CompatibleSettings, load_settings
 
-DB = {"DATABASE_URL": "postgresql://u:secret-pw@ep-x.neon.tech/db?sslmode=require&channel_binding=require"}
+DB = {
+    "DATABASE_URL": "postgresql://u:secret-pw@ep-x.neon.tech/db?sslmode=require&channel_binding=require",
+    "AUTH_MODE": "dev",
+}
 S3 = {
     "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE",
     "AWS_SECRET_ACCESS_KEY": "aws-secret",
@@ -122,7 +125,7 @@ def test_config_blank_values_count_as_missing() -> None:
 
 
 def test_config_missing_database_url_stops_start_up() -> None:
-    assert problems_of({}) == [
+    assert problems_of({"AUTH_MODE": "dev"}) == [
         "DATABASE_URL: required (a PostgreSQL URL such as postgresql://user:pass@host/db)"
     ]
 
@@ -147,6 +150,8 @@ def test_config_names_every_malformed_variable_at_once() -> None:
         "B2_ENDPOINT_URL: expected an http(s) URL such as https://host.example.com",
         "AZURE_STORAGE_CONNECTION_STRING: must contain AccountName and AccountKey",
         "DEFAULT_PROVIDER: must be one of s3, r2, b2, azure, got 'gcs'",
+        "AUTH_MODE: no authentication configured: set AUTH_JWT_SECRET or AUTH_JWKS_URL, "
+        "or AUTH_MODE=dev for a local run",
         "UPLOAD_URL_EXPIRES_SECONDS: expected a whole number, got 'five minutes'",
         "DB_POOL_SIZE: must be between 1 and 1000, got 0",
     ]

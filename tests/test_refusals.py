@@ -84,11 +84,18 @@ def test_presign_refuses_bad_fields(
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-def test_presign_refuses_a_file_too_large_for_one_put(client: FlaskClient, provider: str) -> None:
-    response = client.post(f"/{provider}/presign-upload", json={**GOOD, "fileSize": 6 * 1024**3})
+def test_presign_refuses_a_file_over_the_upload_limit(client: FlaskClient, provider: str) -> None:
+    response = client.post(f"/{provider}/presign-upload", json={**GOOD, "fileSize": 100 * 1024**2 + 1})
     assert response.status_code == 413
-    assert error_of(response).startswith(f"fileSize {6 * 1024**3} is over the ")
-    assert f"one upload to {provider} can carry" in error_of(response)
+    assert error_of(response) == f"fileSize {100 * 1024**2 + 1} is over the {100 * 1024**2} byte upload limit"
+
+
+@pytest.mark.parametrize(("provider", "limit"), [("s3", 5 * 1024**3), ("azure", 5000 * 1024**2)])
+def test_presign_limit_is_capped_by_what_one_put_can_carry(make_app: Any, provider: str, limit: int) -> None:
+    client = make_app(MAX_UPLOAD_BYTES=str(10 * 1024**3)).test_client()
+    response = client.post(f"/{provider}/presign-upload", json={**GOOD, "fileSize": limit + 1})
+    assert response.status_code == 413
+    assert error_of(response) == f"fileSize {limit + 1} is over the {limit} byte upload limit"
 
 
 @pytest.mark.parametrize(

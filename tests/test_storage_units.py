@@ -84,6 +84,7 @@ def test_head_is_none_for_a_missing_object_and_delete_of_missing_is_fine() -> No
 def test_azure_sas_is_https_only_on_a_real_account() -> None:
     env = {
         "DATABASE_URL": "postgresql://localhost/x",
+        "AUTH_MODE": "dev",
         "AZURE_STORAGE_CONNECTION_STRING": "AccountName=acct;AccountKey=a2V5LWtleQ==",
         "AZURE_STORAGE_CONTAINER_NAME": "uploads",
     }

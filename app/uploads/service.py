@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..db import release_db
-from ..errors import Conflict, Forbidden, NotFound, PayloadTooLarge
+from ..errors import Conflict, Forbidden, NotFound
 from ..repository import FileRepository, NewFile, StoredFile
 from ..storage import PresignedUpload, StorageProvider, get_provider
 from .keys import new_object_key
+from .policy import UploadPolicy
 from .schemas import PresignRequest
 
 
@@ -25,16 +26,13 @@ class IssuedUpload:
 def issue_upload(
     provider: StorageProvider,
     repo: FileRepository,
+    policy: UploadPolicy,
     user_id: str,
     wanted: PresignRequest,
     expires_in: int,
 ) -> IssuedUpload:
     """Pick a key, sign its upload and remember who it was issued to."""
-    limit = provider.max_single_upload_bytes
-    if wanted.file_size is not None and wanted.file_size > limit:
-        raise PayloadTooLarge(
-            f"fileSize {wanted.file_size} is over the {limit} bytes one upload to {provider.name} can carry"
-        )
+    policy.check_presign(wanted.content_type, wanted.file_size, provider.max_single_upload_bytes)
     key = new_object_key(wanted.file_name)
     # Signing is local CPU work; record the key only once it is ready to hand out.
     upload = provider.presign_upload(key, wanted.content_type, wanted.file_size, expires_in)
@@ -59,6 +57,7 @@ def _check_owner(row: StoredFile, user_id: str, field: str) -> StoredFile:
 def save_upload(
     provider_name: str | None,
     repo: FileRepository,
+    policy: UploadPolicy,
     user_id: str,
     key: str,
     field: str = "objectKey",
@@ -98,6 +97,17 @@ def save_upload(
     info = provider.head(key)
     if info is None:
         raise NotFound(f"no object {key!r} in {provider.name} storage: PUT the file to presignedUrl first")
+    # Azure SAS cannot bind size or type, and a client may skip fileSize:
+    # what the signature could not enforce is enforced here, before any row.
+    problem = policy.problem_with_upload(
+        size=info.size,
+        content_type=info.content_type,
+        declared_size=pending.declared_size,
+        presigned_type=pending.content_type,
+    )
+    if problem is not None:
+        provider.delete(key)
+        raise problem
     row, created = repo.save_file(
         provider.name,
         NewFile(

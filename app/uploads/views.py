@@ -13,8 +13,10 @@ from flask import Blueprint, Response, current_app, jsonify
 
 from ..auth import current_user_id
 from ..config import Settings
+from ..ratelimit import rate_limited
 from ..repository import FileRepository, StoredFile
 from ..storage import get_provider
+from .policy import UploadPolicy
 from .schemas import json_object, parse_presign, parse_save
 from .service import IssuedUpload, issue_upload, save_upload
 
@@ -28,6 +30,10 @@ def _settings() -> Settings:
 
 def _repository() -> FileRepository:
     return current_app.extensions["repository"]  # type: ignore[no-any-return]
+
+
+def _policy() -> UploadPolicy:
+    return current_app.extensions["upload_policy"]  # type: ignore[no-any-return]
 
 
 def presign_body(issued: IssuedUpload) -> dict[str, Any]:
@@ -71,7 +77,9 @@ def presign(provider_name: str) -> tuple[Response, int]:
     user_id = current_user_id()
     provider = get_provider(provider_name)
     wanted = parse_presign(json_object())
-    issued = issue_upload(provider, _repository(), user_id, wanted, _settings().upload_url_expires_seconds)
+    issued = issue_upload(
+        provider, _repository(), _policy(), user_id, wanted, _settings().upload_url_expires_seconds
+    )
     return jsonify(presign_body(issued)), 200
 
 
@@ -90,18 +98,26 @@ def save(provider_name: str | None) -> tuple[Response, int]:
     # A key nobody issued has no provider on record; the Azure guide sends blobName.
     fallback = "azure" if wanted.field == "blobName" else _settings().default_provider
     row, created = save_upload(
-        provider_name, _repository(), user_id, wanted.key, field=wanted.field, fallback_provider=fallback
+        provider_name,
+        _repository(),
+        _policy(),
+        user_id,
+        wanted.key,
+        field=wanted.field,
+        fallback_provider=fallback,
     )
     return jsonify({"success": True, "file": file_body(row)}), 201 if created else 200
 
 
 @bp.post("/presign-upload")
+@rate_limited("presign")
 def presign_upload(provider: str) -> tuple[Response, int]:
     """Sign an upload: ``{fileName, contentType, fileSize?}``."""
     return presign(provider)
 
 
 @bp.post("/save-metadata")
+@rate_limited("save")
 def save_metadata(provider: str) -> tuple[Response, int]:
     """Record an uploaded object: ``{objectKey}`` (Azure also takes ``blobName``)."""
     return save(provider)
@@ -111,30 +127,35 @@ def save_metadata(provider: str) -> tuple[Response, int]:
 
 
 @guides_bp.post("/presign-upload")
+@rate_limited("presign")
 def guide_presign_upload() -> tuple[Response, int]:
     """The S3 and R2 guides' presign route, for ``DEFAULT_PROVIDER``."""
     return presign(_settings().default_provider)
 
 
 @guides_bp.post("/save-metadata")
+@rate_limited("save")
 def guide_save_metadata() -> tuple[Response, int]:
     """The guides' shared save route: the key's own provider decides the table."""
     return save(None)
 
 
 @guides_bp.post("/presign-b2-upload")
+@rate_limited("presign")
 def guide_presign_b2_upload() -> tuple[Response, int]:
     """The B2 guide's presign route."""
     return presign("b2")
 
 
 @guides_bp.post("/save-b2-metadata")
+@rate_limited("save")
 def guide_save_b2_metadata() -> tuple[Response, int]:
     """The B2 guide's save route."""
     return save("b2")
 
 
 @guides_bp.post("/generate-upload-sas")
+@rate_limited("presign")
 def guide_generate_upload_sas() -> tuple[Response, int]:
     """The Azure guide's SAS route."""
     return presign("azure")

@@ -1,0 +1,74 @@
+"""What may be uploaded: a size limit and a content-type allowlist, for every provider."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import PayloadTooLarge, UnsupportedMediaType
+
+
+def media_essence(content_type: str) -> str:
+    """Return ``type/subtype`` in lower case, without parameters."""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def normalize_media_type(content_type: str) -> str:
+    """Return a content type in one canonical spelling, for comparing two of them."""
+    essence, _, params = content_type.partition(";")
+    parts = [essence.strip().lower()]
+    for param in params.split(";"):
+        name, _, value = param.strip().partition("=")
+        if name:
+            parts.append(f"{name.strip().lower()}={value.strip()}")
+    return ";".join(parts)
+
+
+@dataclass(frozen=True)
+class UploadPolicy:
+    """Limits that hold whichever provider stores the bytes."""
+
+    max_bytes: int
+    #: patterns such as "image/*" or "application/pdf"; empty allows any type
+    allowed_types: tuple[str, ...] = ()
+
+    def allows_type(self, content_type: str) -> bool:
+        """Return whether ``content_type`` matches the allowlist."""
+        if not self.allowed_types:
+            return True
+        essence = media_essence(content_type)
+        major = essence.split("/", 1)[0]
+        return any(p in ("*/*", essence) or p == f"{major}/*" for p in self.allowed_types)
+
+    def limit_for(self, provider_limit: int) -> int:
+        """Return the most one upload may carry to a provider whose own limit is ``provider_limit``."""
+        return min(self.max_bytes, provider_limit)
+
+    def check_presign(self, content_type: str, declared_size: int | None, provider_limit: int) -> None:
+        """Refuse, before signing, what could never be accepted."""
+        limit = self.limit_for(provider_limit)
+        if declared_size is not None and declared_size > limit:
+            raise PayloadTooLarge(f"fileSize {declared_size} is over the {limit} byte upload limit")
+        if not self.allows_type(content_type):
+            allowed = ", ".join(self.allowed_types)
+            raise UnsupportedMediaType(
+                f"contentType {media_essence(content_type)} is not allowed; allowed: {allowed}"
+            )
+
+    def problem_with_upload(
+        self, *, size: int, content_type: str | None, declared_size: int | None, presigned_type: str
+    ) -> PayloadTooLarge | UnsupportedMediaType | None:
+        """Return why an uploaded object must be refused, or None if it may be recorded."""
+        if size > self.max_bytes:
+            return PayloadTooLarge(
+                f"the uploaded file is {size} bytes, over the {self.max_bytes} byte limit; it was deleted"
+            )
+        if declared_size is not None and size > declared_size:
+            return PayloadTooLarge(
+                f"the uploaded file is {size} bytes, more than the {declared_size} declared; it was deleted"
+            )
+        if content_type is None or normalize_media_type(content_type) != normalize_media_type(presigned_type):
+            return UnsupportedMediaType(
+                f"the uploaded file's content type {content_type or 'none'} is not the "
+                f"{presigned_type} it was presigned for; it was deleted"
+            )
+        return None
