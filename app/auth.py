@@ -109,6 +109,7 @@ _TOKEN_ERRORS: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
     (jwt.InvalidIssuerError, "token issuer is not accepted"),
     (jwt.InvalidAudienceError, "token audience is not accepted"),
     (jwt.InvalidAlgorithmError, "token algorithm is not accepted"),
+    (jwt.exceptions.InvalidSubjectError, "token has no usable sub claim"),
     (jwt.DecodeError, "token is malformed"),
 )
 

@@ -1,0 +1,250 @@
+"""Bearer JWTs: every way a token can be wrong is a 401 that says which, never echoing the token."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from app.config import ConfigError, load_settings
+from tests.tokens import AUDIENCE, HS_SECRET, ISSUER, JwksServer, KeyPair, bearer, hs256, unsigned
+
+pytestmark = pytest.mark.integration
+
+GOOD = {"fileName": "a.txt", "contentType": "text/plain"}
+
+
+@pytest.fixture
+def hs_client(make_app: Callable[..., Flask]) -> FlaskClient:
+    """A client of an app that takes HS256 tokens with issuer and audience checks."""
+    app = make_app(
+        AUTH_MODE=None, AUTH_JWT_SECRET=HS_SECRET, AUTH_JWT_ISSUER=ISSUER, AUTH_JWT_AUDIENCE=AUDIENCE
+    )
+    return app.test_client()
+
+
+@pytest.fixture
+def rsa_key() -> KeyPair:
+    return KeyPair("rsa-1", "RS256")
+
+
+@pytest.fixture
+def ec_key() -> KeyPair:
+    return KeyPair("ec-1", "ES256")
+
+
+@pytest.fixture
+def jwks(rsa_key: KeyPair, ec_key: KeyPair) -> Iterator[JwksServer]:
+    server = JwksServer()
+    server.keys = [rsa_key.jwk, ec_key.jwk]
+    with server.running():
+        yield server
+
+
+@pytest.fixture
+def jwks_app(make_app: Callable[..., Flask], jwks: JwksServer) -> Flask:
+    """An app that takes RS256/ES256 tokens whose keys it fetches from a JWKS URL."""
+    return make_app(
+        AUTH_MODE=None, AUTH_JWKS_URL=jwks.url, AUTH_JWT_ISSUER=ISSUER, AUTH_JWT_AUDIENCE=AUDIENCE
+    )
+
+
+def hmac_token(header: dict[str, Any], payload: dict[str, Any], key: bytes) -> str:
+    """Build an HS256 token by hand (PyJWT rightly refuses to sign with a PEM key)."""
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(payload).encode())}"
+    signature = hmac.new(key, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64(signature)}"
+
+
+def refused(response: Any, message: str) -> None:
+    assert response.status_code == 401, response.get_json()
+    assert response.headers["WWW-Authenticate"].startswith('Bearer realm="upload-service"')
+    assert response.get_json() == {"success": False, "error": message}
+
+
+def test_valid_hs256_token_is_accepted_and_names_the_user(hs_client: FlaskClient) -> None:
+    response = hs_client.post("/s3/presign-upload", json=GOOD, headers=bearer(hs256("alice")))
+    assert response.status_code == 200
+
+
+def test_jwt_mode_ignores_the_dev_user_header(hs_client: FlaskClient) -> None:
+    presigned = hs_client.post("/s3/presign-upload", json=GOOD, headers=bearer(hs256("alice"))).get_json()
+    spoofed = {**bearer(hs256("mallory")), "X-User-Id": "alice"}
+    response = hs_client.post(
+        "/s3/save-metadata", json={"objectKey": presigned["objectKey"]}, headers=spoofed
+    )
+    assert response.status_code == 403
+    # Without any token, the header alone gets nowhere either.
+    refused(
+        hs_client.post("/s3/presign-upload", json=GOOD, headers={"X-User-Id": "alice"}),
+        "missing bearer token: send Authorization: Bearer <token>",
+    )
+
+
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [
+        ({}, "missing bearer token: send Authorization: Bearer <token>"),
+        ({"Authorization": ""}, "missing bearer token: send Authorization: Bearer <token>"),
+        ({"Authorization": "Basic YWxpY2U6cHc="}, "Authorization header must be 'Bearer <token>'"),
+        ({"Authorization": "Bearer"}, "Authorization header must be 'Bearer <token>'"),
+        ({"Authorization": "Bearer not-a-jwt"}, "token is malformed"),
+        ({"Authorization": "Bearer a.b.c"}, "token is malformed"),
+    ],
+)
+def test_missing_or_malformed_credentials_are_refused(
+    hs_client: FlaskClient, headers: dict[str, str], message: str
+) -> None:
+    refused(hs_client.post("/s3/presign-upload", json=GOOD, headers=headers), message)
+
+
+def test_missing_token_challenge_has_no_error_code(hs_client: FlaskClient) -> None:
+    response = hs_client.post("/s3/presign-upload", json=GOOD)
+    assert response.headers["WWW-Authenticate"] == 'Bearer realm="upload-service"'
+
+
+@pytest.mark.parametrize(
+    ("token", "message"),
+    [
+        (lambda: hs256(exp=int(time.time()) - 120), "token has expired"),
+        (lambda: hs256(nbf=int(time.time()) + 300), "token is not valid yet"),
+        (lambda: hs256(secret="another-secret-that-is-also-long-enough"), "token signature is invalid"),
+        (lambda: hs256(iss="https://evil.example/"), "token issuer is not accepted"),
+        (lambda: hs256(aud="someone-else"), "token audience is not accepted"),
+        (lambda: hs256(exp=None), "token has no exp claim"),
+        (lambda: hs256(sub=None), "token has no usable sub claim"),
+        (lambda: hs256(sub=""), "token has no usable sub claim"),
+        (lambda: hs256(sub={"id": 1}), "token has no usable sub claim"),
+        (unsigned, "token algorithm none is not accepted"),
+    ],
+)
+def test_wrong_tokens_are_refused_saying_why(
+    hs_client: FlaskClient, token: Callable[[], str], message: str
+) -> None:
+    value = token()
+    response = hs_client.post("/s3/presign-upload", json=GOOD, headers=bearer(value))
+    refused(response, message)
+    assert value.encode() not in response.data
+
+
+def test_small_clock_skew_is_tolerated(hs_client: FlaskClient) -> None:
+    token = hs256(exp=int(time.time()) - 10, nbf=int(time.time()) + 10)
+    assert hs_client.post("/s3/presign-upload", json=GOOD, headers=bearer(token)).status_code == 200
+
+
+def test_user_claim_can_be_configured(make_app: Callable[..., Flask]) -> None:
+    app = make_app(AUTH_MODE=None, AUTH_JWT_SECRET=HS_SECRET, AUTH_USER_CLAIM="user_id")
+    client = app.test_client()
+    ok = hs256("ignored", user_id="u-42")
+    assert client.post("/s3/presign-upload", json=GOOD, headers=bearer(ok)).status_code == 200
+    refused(
+        client.post("/s3/presign-upload", json=GOOD, headers=bearer(hs256("alice"))),
+        "token has no usable user_id claim",
+    )
+
+
+def test_rs256_and_es256_tokens_from_jwks_are_accepted(
+    jwks_app: Flask, rsa_key: KeyPair, ec_key: KeyPair, jwks: JwksServer
+) -> None:
+    client = jwks_app.test_client()
+    for key in (rsa_key, ec_key):
+        response = client.post("/s3/presign-upload", json=GOOD, headers=bearer(key.sign("alice")))
+        assert response.status_code == 200, response.get_json()
+    assert jwks.fetches == 1  # fetched once, then cached
+
+
+def test_hs256_token_where_rs256_is_expected_is_refused(jwks_app: Flask, rsa_key: KeyPair) -> None:
+    client = jwks_app.test_client()
+    refused(
+        client.post("/s3/presign-upload", json=GOOD, headers=bearer(hs256())),
+        "token algorithm HS256 is not accepted",
+    )
+    # The classic confusion attack: HMAC keyed with the public key's PEM.
+    from cryptography.hazmat.primitives import serialization
+
+    pem = rsa_key.private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    forged = hmac_token({"alg": "HS256", "typ": "JWT", "kid": "rsa-1"}, {"sub": "alice", "exp": 2**31}, pem)
+    refused(
+        client.post("/s3/presign-upload", json=GOOD, headers=bearer(forged)),
+        "token algorithm HS256 is not accepted",
+    )
+
+
+def test_token_signed_by_a_key_not_in_the_jwks_is_refused(jwks_app: Flask, rsa_key: KeyPair) -> None:
+    impostor = KeyPair("rsa-1", "RS256")  # same kid, different key
+    refused(
+        jwks_app.test_client().post("/s3/presign-upload", json=GOOD, headers=bearer(impostor.sign())),
+        "token signature is invalid",
+    )
+
+
+def test_unknown_kid_refetches_the_jwks_at_most_once_a_minute(jwks_app: Flask, jwks: JwksServer) -> None:
+    client = jwks_app.test_client()
+    rotated = KeyPair("rsa-2", "RS256")
+    for _ in range(3):
+        refused(
+            client.post("/s3/presign-upload", json=GOOD, headers=bearer(rotated.sign())),
+            "token signing key is unknown",
+        )
+    assert jwks.fetches == 1
+    # The provider rotates its keys; a minute later the new kid is looked up once.
+    jwks.keys.append(rotated.jwk)
+    jwks_app.extensions["authenticator"]._jwks._fetched_at -= 61
+    assert client.post("/s3/presign-upload", json=GOOD, headers=bearer(rotated.sign())).status_code == 200
+    assert jwks.fetches == 2
+
+
+def test_jwks_unreachable_at_first_use_is_503(jwks_app: Flask, jwks: JwksServer, rsa_key: KeyPair) -> None:
+    jwks.fail = True
+    response = jwks_app.test_client().post("/s3/presign-upload", json=GOOD, headers=bearer(rsa_key.sign()))
+    assert response.status_code == 503
+    assert response.get_json()["error"] == "token signing keys are unavailable, try again shortly"
+
+
+DB = {"DATABASE_URL": "postgresql://localhost/x"}
+
+
+@pytest.mark.parametrize(
+    ("env", "problem"),
+    [
+        (
+            {},
+            "AUTH_MODE: no authentication configured: set AUTH_JWT_SECRET or AUTH_JWKS_URL, "
+            "or AUTH_MODE=dev for a local run",
+        ),
+        (
+            {"AUTH_MODE": "dev", "APP_ENV": "production"},
+            "AUTH_MODE: dev mode trusts any caller and is refused when APP_ENV=production",
+        ),
+        (
+            {"AUTH_MODE": "jwt"},
+            "AUTH_MODE: jwt needs AUTH_JWT_SECRET (HS256) or AUTH_JWKS_URL (RS256/ES256)",
+        ),
+        ({"AUTH_JWT_SECRET": "short"}, "AUTH_JWT_SECRET: must be at least 32 bytes long"),
+        ({"AUTH_MODE": "magic"}, "AUTH_MODE: must be dev or jwt, got 'magic'"),
+    ],
+)
+def test_start_up_refuses_unsafe_authentication_settings(env: dict[str, str], problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**DB, **env})
+    assert problem in caught.value.problems
+
+
+def test_secret_or_jwks_alone_selects_jwt_mode() -> None:
+    assert load_settings({**DB, "AUTH_JWT_SECRET": HS_SECRET}).auth.mode == "jwt"
+    assert load_settings({**DB, "AUTH_JWKS_URL": "https://x.example/jwks.json"}).auth.mode == "jwt"
+    assert "jwt_secret" not in repr(load_settings({**DB, "AUTH_JWT_SECRET": HS_SECRET}))
