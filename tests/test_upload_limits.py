@@ -1,0 +1,127 @@
+"""Size and type limits, for all four providers, with real bytes PUT to the emulators."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import psycopg2.extensions
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from app.storage import get_provider
+from tests.helpers import PROVIDERS, S3_FAMILY, presign, put, rows, save
+
+pytestmark = pytest.mark.integration
+
+
+def object_exists(app: Flask, provider: str, key: str) -> bool:
+    with app.app_context():
+        return get_provider(provider).head(key) is not None
+
+
+@pytest.fixture
+def small_app(make_app: Callable[..., Flask]) -> Flask:
+    """An app that takes at most 10 bytes per file, images and PDFs only."""
+    return make_app(MAX_UPLOAD_BYTES="10", ALLOWED_CONTENT_TYPES="image/*, application/pdf")
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_presign_refuses_a_declared_size_over_the_limit(small_app: Flask, provider: str) -> None:
+    response = small_app.test_client().post(
+        f"/{provider}/presign-upload", json={"fileName": "a.png", "contentType": "image/png", "fileSize": 11}
+    )
+    assert response.status_code == 413
+    assert response.get_json()["error"] == "fileSize 11 is over the 10 byte upload limit"
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("content_type", ["text/html", "application/x-msdownload", "image"])
+def test_presign_refuses_types_not_allowed(small_app: Flask, provider: str, content_type: str) -> None:
+    response = small_app.test_client().post(
+        f"/{provider}/presign-upload", json={"fileName": "a.bin", "contentType": content_type}
+    )
+    if content_type == "image":
+        assert response.status_code == 400
+        assert response.get_json()["error"] == "contentType is not a valid media type such as image/png"
+    else:
+        assert response.status_code == 415
+        assert response.get_json()["error"] == (
+            f"contentType {content_type} is not allowed; allowed: image/*, application/pdf"
+        )
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("content_type", ["image/png", "IMAGE/JPEG", "application/pdf"])
+def test_presign_accepts_allowed_types(small_app: Flask, provider: str, content_type: str) -> None:
+    presign(small_app.test_client(), provider, "a.x", content_type, file_size=4)
+
+
+@pytest.mark.parametrize("provider", S3_FAMILY)
+def test_s3_family_storage_refuses_more_bytes_than_declared(small_app: Flask, provider: str) -> None:
+    presigned = presign(small_app.test_client(), provider, "a.png", "image/png", file_size=10)
+    assert put(presigned, b"x" * 11).status_code == 403
+    assert not object_exists(small_app, provider, presigned["objectKey"])
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_undeclared_upload_over_the_limit_is_deleted_and_refused(
+    small_app: Flask, db: psycopg2.extensions.connection, provider: str
+) -> None:
+    client: FlaskClient = small_app.test_client()
+    # No fileSize: nothing in the signature bounds the length.
+    presigned = presign(client, provider, "big.png", "image/png")
+    assert put(presigned, b"x" * 50).status_code in (200, 201)
+    response = save(client, provider, presigned["objectKey"])
+    assert response.status_code == 413
+    assert (
+        response.get_json()["error"]
+        == "the uploaded file is 50 bytes, over the 10 byte limit; it was deleted"
+    )
+    assert not object_exists(small_app, provider, presigned["objectKey"])
+    assert rows(db, provider) == []
+
+
+def test_azure_upload_larger_than_declared_is_deleted_and_refused(
+    small_app: Flask, db: psycopg2.extensions.connection
+) -> None:
+    client = small_app.test_client()
+    presigned = presign(client, "azure", "a.png", "image/png", file_size=4)
+    # An Azure SAS cannot bind the length, so the PUT itself succeeds.
+    assert put(presigned, b"x" * 9).status_code == 201
+    response = save(client, "azure", presigned["objectKey"])
+    assert response.status_code == 413
+    assert (
+        response.get_json()["error"]
+        == "the uploaded file is 9 bytes, more than the 4 declared; it was deleted"
+    )
+    assert not object_exists(small_app, "azure", presigned["objectKey"])
+    assert rows(db, "azure") == []
+
+
+def test_azure_upload_with_another_content_type_is_deleted_and_refused(
+    small_app: Flask, db: psycopg2.extensions.connection
+) -> None:
+    client = small_app.test_client()
+    presigned = presign(client, "azure", "a.png", "image/png", file_size=4)
+    # An Azure SAS cannot bind the type either: an HTML "image" gets stored.
+    assert put(presigned, b"<b/>", **{"Content-Type": "text/html"}).status_code == 201
+    response = save(client, "azure", presigned["objectKey"])
+    assert response.status_code == 415
+    assert response.get_json()["error"] == (
+        "the uploaded file's content type text/html is not the image/png it was presigned for; it was deleted"
+    )
+    assert not object_exists(small_app, "azure", presigned["objectKey"])
+    assert rows(db, "azure") == []
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_upload_within_limits_is_recorded(
+    small_app: Flask, db: psycopg2.extensions.connection, provider: str
+) -> None:
+    client = small_app.test_client()
+    presigned: dict[str, Any] = presign(client, provider, "ok.pdf", "application/pdf", file_size=10)
+    assert put(presigned, b"%PDF-1.7\n\n").status_code in (200, 201)
+    assert save(client, provider, presigned["objectKey"]).status_code == 201
+    assert len(rows(db, provider)) == 1
