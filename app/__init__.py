@@ -53,7 +53,9 @@ def register_extensions(app: Flask, settings: Settings) -> None:
     db.init_app(app, settings)
     storage.init_app(app, settings)
     auth.init_app(app, settings.auth)
-    app.extensions["repository"] = FileRepository(db.run_in_transaction)
+    app.extensions["repository"] = FileRepository(
+        db.run_in_transaction, row_level_security=settings.db_row_level_security
+    )
     app.extensions["upload_policy"] = UploadPolicy(settings.max_upload_bytes, settings.allowed_content_types)
 
 

@@ -105,6 +105,8 @@ class Settings:
     rate_limit_presign: str = "120/minute"
     rate_limit_save: str = "120/minute"
     rate_limit_storage_uri: str = field(default="memory://", repr=False)
+    #: Neon-style row-level security: every transaction says whose rows it may see
+    db_row_level_security: bool = False
     default_provider: str = "s3"
     upload_url_expires_seconds: int = 300
     db_pool_size: int = 4
@@ -149,6 +151,17 @@ class _Reader:
             self.problems.append(f"{name}: must be between {low} and {high}, got {value}")
             return default
         return value
+
+    def switch(self, name: str, default: bool) -> bool:
+        raw = (self.get(name) or "").lower()
+        if not raw:
+            return default
+        if raw in ("on", "true", "1", "yes"):
+            return True
+        if raw in ("off", "false", "0", "no"):
+            return False
+        self.problems.append(f"{name}: expected on or off, got {raw!r}")
+        return default
 
     def url(self, name: str) -> str | None:
         raw = self.get(name)
@@ -375,10 +388,7 @@ def _content_type_patterns(r: _Reader) -> tuple[str, ...]:
 
 def _cors(r: _Reader) -> tuple[tuple[str, ...], bool]:
     origins = _list(r, "CORS_ALLOWED_ORIGINS")
-    credentials = (r.get("CORS_ALLOW_CREDENTIALS") or "false").lower()
-    if credentials not in ("true", "false", "1", "0", "yes", "no"):
-        r.problems.append(f"CORS_ALLOW_CREDENTIALS: expected true or false, got {credentials!r}")
-    allow_credentials = credentials in ("true", "1", "yes")
+    allow_credentials = r.switch("CORS_ALLOW_CREDENTIALS", False)
     for origin in origins:
         if origin == "*":
             if allow_credentials:
@@ -443,6 +453,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         rate_limit_presign=_rate_limit(r, "RATE_LIMIT_PRESIGN", "120/minute"),
         rate_limit_save=_rate_limit(r, "RATE_LIMIT_SAVE", "120/minute"),
         rate_limit_storage_uri=_rate_limit_storage(r),
+        db_row_level_security=r.switch("DB_ROW_LEVEL_SECURITY", False),
         default_provider=default_provider,
         upload_url_expires_seconds=r.integer("UPLOAD_URL_EXPIRES_SECONDS", 300, 1, MAX_URL_EXPIRY_SECONDS),
         db_pool_size=r.integer("DB_POOL_SIZE", 4, 1, 1000),

@@ -54,8 +54,19 @@ class Migration:
         return hashlib.sha256(self.sql.encode("utf-8")).hexdigest()
 
 
-def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
-    """Return the migrations in ``directory`` in the order they apply."""
+def discover(directory: Path = MIGRATIONS_DIR, *, row_level_security: bool = False) -> list[Migration]:
+    """Return the migrations in ``directory`` in the order they apply.
+
+    With ``row_level_security``, the optional set in ``directory/rls`` follows
+    the main one (versions ``rls/001`` and so on).
+    """
+    migrations = _discover_set(directory, "")
+    if row_level_security:
+        migrations += _discover_set(directory / "rls", "rls/")
+    return migrations
+
+
+def _discover_set(directory: Path, prefix: str) -> list[Migration]:
     found: dict[int, Migration] = {}
     for path in directory.glob("*.sql"):
         match = _FILE_NAME.match(path.name)
@@ -64,7 +75,9 @@ def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
         number = int(match.group(1))
         if number in found:
             raise click.ClickException(f"two migrations share number {number}: {path.name}")
-        found[number] = Migration(match.group(1), path.stem, path.read_text(encoding="utf-8"))
+        found[number] = Migration(
+            prefix + match.group(1), prefix + path.stem, path.read_text(encoding="utf-8")
+        )
     return [found[n] for n in sorted(found)]
 
 
@@ -73,9 +86,11 @@ def apply_migrations(
     directory: Path = MIGRATIONS_DIR,
     connect_timeout: int = 10,
     report: Callable[[str], None] = log.info,
+    *,
+    row_level_security: bool = False,
 ) -> list[str]:
     """Apply every migration not yet recorded; return the names applied."""
-    migrations = discover(directory)
+    migrations = discover(directory, row_level_security=row_level_security)
     conn = psycopg2.connect(dsn, connect_timeout=connect_timeout, application_name="upload-service-migrate")
     applied_now: list[str] = []
     try:
@@ -114,7 +129,9 @@ def apply_migrations(
     return applied_now
 
 
-def pending_migrations(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
+def pending_migrations(
+    dsn: str, directory: Path = MIGRATIONS_DIR, *, row_level_security: bool = False
+) -> list[str]:
     """Return the names of migrations not yet applied."""
     conn = psycopg2.connect(dsn, connect_timeout=10)
     try:
@@ -127,7 +144,9 @@ def pending_migrations(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
                 applied = {version for version, _ in cur.fetchall()}
     finally:
         conn.close()
-    return [m.name for m in discover(directory) if m.version not in applied]
+    return [
+        m.name for m in discover(directory, row_level_security=row_level_security) if m.version not in applied
+    ]
 
 
 db_cli = AppGroup("db", help="Database schema commands.")
@@ -138,7 +157,9 @@ def upgrade_command() -> None:
     """Apply pending migrations (waits for any other instance doing the same)."""
     settings = current_app.extensions["settings"]
     try:
-        names = apply_migrations(settings.database_url, report=click.echo)
+        names = apply_migrations(
+            settings.database_url, report=click.echo, row_level_security=settings.db_row_level_security
+        )
     except psycopg2.Error as exc:
         raise click.ClickException(f"migration failed: {type(exc).__name__}: {exc.pgerror or exc}") from None
     click.echo(f"{len(names)} migration(s) applied; schema is up to date")
@@ -148,7 +169,7 @@ def upgrade_command() -> None:
 def status_command() -> None:
     """List migrations not yet applied; exit 1 if there are any."""
     settings = current_app.extensions["settings"]
-    names = pending_migrations(settings.database_url)
+    names = pending_migrations(settings.database_url, row_level_security=settings.db_row_level_security)
     for name in names:
         click.echo(f"pending {name}")
     if names:

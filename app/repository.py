@@ -84,6 +84,10 @@ MARK_PENDING_SAVED = """
     WHERE object_key = %(object_key)s AND saved_at IS NULL
 """
 
+# Row-level security (optional): names the user whose rows this transaction
+# may see; "true" makes it last only until the transaction ends (SET LOCAL).
+SET_ACTING_USER = "SELECT set_config('app.user_id', %(user_id)s, true)"
+
 _FILE_COLUMNS = "id, {key}, file_url, user_id, file_name, content_type, size_bytes, etag, upload_timestamp"
 
 _INSERT_FILE = """
@@ -127,10 +131,23 @@ def _stored_file(provider: str, row: tuple[Any, ...]) -> StoredFile:
 
 
 class FileRepository:
-    """Reads and writes upload records; each call is one transaction."""
+    """Reads and writes upload records; each call is one transaction on behalf of one user."""
 
-    def __init__(self, transaction: Transaction):
+    def __init__(self, transaction: Transaction, *, row_level_security: bool = False):
         self._transaction = transaction
+        self._row_level_security = row_level_security
+
+    def _run(self, user_id: str, work: Callable[[Cursor], T]) -> T:
+        if not self._row_level_security:
+            result: T = self._transaction(work)
+            return result
+
+        def scoped(cur: Cursor) -> T:
+            cur.execute(SET_ACTING_USER, {"user_id": user_id})
+            return work(cur)
+
+        scoped_result: T = self._transaction(scoped)
+        return scoped_result
 
     def record_pending(
         self,
@@ -153,35 +170,34 @@ class FileRepository:
             "declared_size": declared_size,
             "expires_at": expires_at,
         }
-        self._transaction(lambda cur: cur.execute(INSERT_PENDING, params))
+        self._run(user_id, lambda cur: cur.execute(INSERT_PENDING, params))
 
-    def find_pending(self, object_key: str) -> PendingUpload | None:
-        """Return the record of the presign that issued ``object_key``."""
+    def find_pending(self, object_key: str, user_id: str) -> PendingUpload | None:
+        """Return the record of the presign that issued ``object_key`` (to anyone, unless RLS hides it)."""
 
         def work(cur: Cursor) -> PendingUpload | None:
             cur.execute(SELECT_PENDING, {"object_key": object_key})
             row = cur.fetchone()
             return PendingUpload(*row) if row else None
 
-        result: PendingUpload | None = self._transaction(work)
-        return result
+        return self._run(user_id, work)
 
-    def find_file(self, provider: str, object_key: str) -> StoredFile | None:
-        """Return the saved row for ``object_key``, whoever owns it."""
+    def find_file(self, provider: str, object_key: str, user_id: str) -> StoredFile | None:
+        """Return the saved row for ``object_key`` (whoever owns it, unless RLS hides it)."""
 
         def work(cur: Cursor) -> StoredFile | None:
             cur.execute(FILE_QUERIES[provider]["select_by_key"], {"object_key": object_key})
             row = cur.fetchone()
             return _stored_file(provider, row) if row else None
 
-        result: StoredFile | None = self._transaction(work)
-        return result
+        return self._run(user_id, work)
 
-    def save_file(self, provider: str, new: NewFile) -> tuple[StoredFile, bool]:
+    def save_file(self, provider: str, new: NewFile) -> tuple[StoredFile | None, bool]:
         """Insert the row unless the key has one; return the row and whether it is new.
 
         Racing saves of one key meet at the unique constraint: one inserts,
-        the others read back the winner's row.
+        the others read back the winner's row. The row is None when the key
+        belongs to a row this user may not see (row-level security).
         """
         queries = FILE_QUERIES[provider]
         params = {
@@ -194,18 +210,14 @@ class FileRepository:
             "etag": new.etag,
         }
 
-        def work(cur: Cursor) -> tuple[StoredFile, bool]:
+        def work(cur: Cursor) -> tuple[StoredFile | None, bool]:
             cur.execute(queries["insert"], params)
             row = cur.fetchone()
-            created = row is not None
             if row is None:
                 cur.execute(queries["select_by_key"], params)
-                row = cur.fetchone()
-                if row is None:
-                    raise RuntimeError("file row vanished between insert and select")
-            if created:
-                cur.execute(MARK_PENDING_SAVED, params)
-            return _stored_file(provider, row), created
+                existing = cur.fetchone()
+                return (_stored_file(provider, existing) if existing else None), False
+            cur.execute(MARK_PENDING_SAVED, params)
+            return _stored_file(provider, row), True
 
-        result: tuple[StoredFile, bool] = self._transaction(work)
-        return result
+        return self._run(new.user_id, work)

@@ -48,8 +48,8 @@ def issue_upload(
     return IssuedUpload(provider.name, key, upload, provider.object_url(key))
 
 
-def _check_owner(row: StoredFile, user_id: str, field: str) -> StoredFile:
-    if row.user_id != user_id:
+def _check_owner(row: StoredFile | None, user_id: str, field: str) -> StoredFile:
+    if row is None or row.user_id != user_id:
         raise Forbidden(f"{field} belongs to another user")
     return row
 
@@ -69,14 +69,14 @@ def save_upload(
     guides share one /save-metadata), else ``fallback_provider``.
     Returns the row and whether this call created it (saving twice is fine).
     """
-    pending = repo.find_pending(key)
+    pending = repo.find_pending(key, user_id)
     if provider_name is None:
         provider_name = pending.provider if pending else fallback_provider
     provider = get_provider(provider_name)
     if pending is None:
         # Rows written before this service existed (by a guide's code) have
         # no pending record; they are still answered, to their owner only.
-        existing = repo.find_file(provider.name, key)
+        existing = repo.find_file(provider.name, key, user_id)
         if existing is not None:
             return _check_owner(existing, user_id, field), False
         raise NotFound(f"{field} was not issued by this service: call presign-upload first")
@@ -88,7 +88,7 @@ def save_upload(
             f"save it with /{pending.provider}/save-metadata"
         )
     if pending.saved_at is not None:
-        existing = repo.find_file(provider.name, key)
+        existing = repo.find_file(provider.name, key, user_id)
         if existing is not None:
             return _check_owner(existing, user_id, field), False
 

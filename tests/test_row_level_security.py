@@ -1,0 +1,89 @@
+"""Optional row-level security: as a non-owner role, a transaction sees only its user's rows."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+
+import psycopg2
+import psycopg2.extensions
+import pytest
+from flask import Flask
+
+from app.migrations import apply_migrations, pending_migrations
+from tests.helpers import PROVIDERS, presign, put, save
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def rls_database(make_database: Callable[[], str]) -> Iterator[tuple[str, str]]:
+    """Return (owner DSN, DSN of a role that owns nothing) for a database with RLS on."""
+    owner_dsn = make_database()
+    apply_migrations(owner_dsn, row_level_security=True)
+    role = f"uploads_app_{uuid.uuid4().hex[:8]}"
+    owner = psycopg2.connect(owner_dsn)
+    owner.autocommit = True
+    with owner.cursor() as cur:
+        cur.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'app-role-pw'")
+        cur.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}")
+        cur.execute(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}")
+    yield owner_dsn, psycopg2.extensions.make_dsn(owner_dsn, user=role, password="app-role-pw")
+    with owner.cursor() as cur:
+        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
+        cur.execute(f"DROP OWNED BY {role}")
+        cur.execute(f"DROP ROLE {role}")
+    owner.close()
+
+
+def visible_rows(dsn: str, table: str, as_user: str | None) -> int:
+    conn = psycopg2.connect(dsn)
+    with conn, conn.cursor() as cur:
+        if as_user is not None:
+            cur.execute("SELECT set_config('app.user_id', %s, true)", (as_user,))
+        cur.execute(f"SELECT count(*) FROM {table}")  # noqa: S608 - fixed names
+        row = cur.fetchone()
+    conn.close()
+    return int(row[0]) if row else 0
+
+
+def test_rls_migration_is_only_applied_when_asked(make_database: Callable[[], str]) -> None:
+    dsn = make_database()
+    apply_migrations(dsn)
+    assert pending_migrations(dsn) == []
+    assert pending_migrations(dsn, row_level_security=True) == ["rls/001_row_level_security"]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_upload_flow_works_under_rls_and_rows_stay_private(
+    make_app: Callable[..., Flask], rls_database: tuple[str, str], provider: str
+) -> None:
+    owner_dsn, app_dsn = rls_database
+    app = make_app(DATABASE_URL=app_dsn, DB_ROW_LEVEL_SECURITY="on")
+    client = app.test_client()
+    presigned = presign(client, provider, user="alice")
+    put(presigned, b"private")
+    assert save(client, provider, presigned["objectKey"], user="alice").status_code == 201
+    assert save(client, provider, presigned["objectKey"], user="alice").status_code == 200
+
+    # Bob cannot even learn the key exists, let alone claim it.
+    response = save(client, provider, presigned["objectKey"], user="bob")
+    assert response.status_code == 404
+
+    table = {"s3": "s3_files", "r2": "r2_files", "b2": "b2_files", "azure": "azure_files"}[provider]
+    assert visible_rows(app_dsn, table, "alice") == 1
+    assert visible_rows(app_dsn, table, "bob") == 0
+    assert visible_rows(app_dsn, table, None) == 0  # a query that forgets to say whose: nothing
+    assert visible_rows(app_dsn, "pending_uploads", "bob") == 0
+    assert visible_rows(owner_dsn, table, None) == 1  # the owner (migrations, operators) sees all
+
+
+def test_rls_refuses_writing_a_row_for_another_user(rls_database: tuple[str, str]) -> None:
+    _, app_dsn = rls_database
+    conn = psycopg2.connect(app_dsn)
+    try:
+        with pytest.raises(psycopg2.errors.InsufficientPrivilege), conn, conn.cursor() as cur:
+            cur.execute("SELECT set_config('app.user_id', 'bob', true)")
+            cur.execute("INSERT INTO s3_files (object_key, file_url, user_id) VALUES ('k', 'u', 'alice')")
+    finally:
+        conn.close()
