@@ -1,24 +1,31 @@
 # The upload service: gunicorn serving app:create_app() on port 3000.
+# Build: docker build -t upload-service .
+# Run:   docker run -p 3000:3000 --env-file .env upload-service
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PORT=3000
 
 WORKDIR /srv
 
 # Dependencies in their own layer: rebuilt only when requirements change.
 COPY requirements.txt .
-RUN pip install -r requirements.txt
+RUN pip install --no-cache-dir -r requirements.txt
 
 COPY app ./app
 COPY migrations ./migrations
+COPY deploy ./deploy
 
-RUN useradd --system --uid 10001 --no-create-home appuser
-USER appuser
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin appuser
+USER 10001
 
 EXPOSE 3000
-# Apply migrations first with: docker run ... flask --app app db upgrade
-# DB_POOL_SIZE should equal GUNICORN_THREADS.
-CMD ["sh", "-c", "exec gunicorn --bind 0.0.0.0:${PORT:-3000} --workers ${WEB_CONCURRENCY:-2} --threads ${GUNICORN_THREADS:-4} 'app:create_app()'"]
+# Liveness only (no I/O); orchestrators should probe /readyz for readiness.
+HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('PORT', '3000') + '/healthz', timeout=2)"]
+
+# Migrations: run `flask --app app db upgrade` as a release step, or set RUN_MIGRATIONS=1.
+ENTRYPOINT ["/srv/deploy/entrypoint.sh"]

@@ -11,7 +11,7 @@ from dotenv import load_dotenv
 from flask import Flask, Response
 from flask_cors import CORS
 
-from . import auth, db, errors, migrations, ratelimit, storage
+from . import auth, db, errors, migrations, observability, ratelimit, storage
 from .config import PROVIDERS, Settings, load_settings
 from .repository import FileRepository
 from .status import bp as status_bp
@@ -70,7 +70,9 @@ def register_blueprints(app: Flask) -> None:
 
 
 def register_http_policies(app: Flask, settings: Settings) -> None:
-    """Rate limits, CORS for browsers on other origins, and no caching of signed URLs."""
+    """Request ids and access logs, rate limits, CORS, and no caching of signed URLs."""
+    # First, so that even a request refused by the rate limiter has an id and a log line.
+    observability.init_app(app, settings.trusted_proxy_count)
     ratelimit.init_app(app, settings)
     if settings.cors_allowed_origins:
         headers = ["Authorization", "Content-Type"]

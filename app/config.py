@@ -105,6 +105,8 @@ class Settings:
     rate_limit_presign: str = "120/minute"
     rate_limit_save: str = "120/minute"
     rate_limit_storage_uri: str = field(default="memory://", repr=False)
+    #: reverse proxies in front of the service whose X-Forwarded-* headers are trusted
+    trusted_proxy_count: int = 0
     #: Neon-style row-level security: every transaction says whose rows it may see
     db_row_level_security: bool = False
     default_provider: str = "s3"
@@ -454,6 +456,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         rate_limit_save=_rate_limit(r, "RATE_LIMIT_SAVE", "120/minute"),
         rate_limit_storage_uri=_rate_limit_storage(r),
         db_row_level_security=r.switch("DB_ROW_LEVEL_SECURITY", False),
+        trusted_proxy_count=r.integer("TRUSTED_PROXY_COUNT", 0, 0, 10),
         default_provider=default_provider,
         upload_url_expires_seconds=r.integer("UPLOAD_URL_EXPIRES_SECONDS", 300, 1, MAX_URL_EXPIRY_SECONDS),
         db_pool_size=r.integer("DB_POOL_SIZE", 4, 1, 1000),

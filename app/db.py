@@ -216,6 +216,19 @@ def run_in_transaction(work: Callable[[psycopg2.extensions.cursor], T]) -> T:
     raise AssertionError("unreachable")
 
 
+READINESS_TIMEOUT_MS = 1000
+
+
+def check_database() -> None:
+    """Run a trivial query bounded by a short timeout; raise ``DatabaseUnavailable`` if it fails."""
+
+    def ping(cur: psycopg2.extensions.cursor) -> None:
+        cur.execute("SET LOCAL statement_timeout = %s", (READINESS_TIMEOUT_MS,))
+        cur.execute("SELECT 1")
+
+    run_in_transaction(ping)
+
+
 def init_app(app: Flask, settings: Settings) -> None:
     """Attach the pool to ``app`` and return connections after each request."""
     app.extensions["database"] = Database.from_settings(settings)

@@ -1,10 +1,14 @@
-"""What the service offers: the enabled providers."""
+"""What the service offers and whether it can serve: providers, liveness, readiness."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
 
 from .config import PROVIDERS
+from .db import check_database
+from .errors import ServiceUnavailable
 from .storage import StorageProvider
 
 bp = Blueprint("status", __name__)
@@ -24,3 +28,32 @@ def list_providers() -> Response:
             ],
         }
     )
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    """Liveness: the process answers. No I/O, so a slow database never restarts it."""
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz() -> tuple[Response, int]:
+    """Readiness: the database answers a short query; each provider's configuration is reported."""
+    providers: dict[str, StorageProvider] = current_app.extensions["storage"]
+    missing: dict[str, tuple[str, ...]] = current_app.extensions["storage_missing"]
+    report: dict[str, Any] = {}
+    for name in PROVIDERS:
+        if name in providers:
+            report[name] = {"configured": True, "bucket": providers[name].bucket}
+        else:
+            report[name] = {"configured": False, "missing": list(missing.get(name, ()))}
+    try:
+        check_database()
+        database, status = "ok", 200
+    except ServiceUnavailable as exc:
+        database, status = exc.message, 503
+    body = {"status": "ready" if status == 200 else "unavailable", "database": database, "providers": report}
+    response = jsonify(body)
+    if status == 503:
+        response.headers["Retry-After"] = "2"
+    return response, status

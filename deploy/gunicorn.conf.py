@@ -1,0 +1,53 @@
+"""Gunicorn settings for the container; each comes from an environment variable.
+
+The image runs ``gunicorn --config deploy/gunicorn.conf.py "app:create_app()"``
+(see entrypoint.sh); the tests run exactly that.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from dotenv import load_dotenv
+
+from app.config import ConfigError, load_settings
+from app.observability import logging_config
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        sys.exit(f"{name}: expected a whole number, got {raw!r}")
+
+
+load_dotenv()
+
+bind = f"{os.environ.get('HOST', '0.0.0.0')}:{_int('PORT', 3000)}"  # noqa: S104 - a container listens on all interfaces
+workers = _int("WEB_CONCURRENCY", 2)
+worker_class = "gthread"
+threads = _int("GUNICORN_THREADS", 4)
+# A request that runs longer than this is killed; storage and database
+# timeouts are set well below it, so clients get a 5xx of ours first.
+timeout = _int("GUNICORN_TIMEOUT", 30)
+# On SIGTERM, in-flight requests get this long to finish.
+graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
+keepalive = _int("GUNICORN_KEEPALIVE", 5)
+# Forwarded headers are ProxyFix's job (TRUSTED_PROXY_COUNT), not gunicorn's.
+forwarded_allow_ips = ""
+# The app writes one JSON access line per request itself.
+accesslog = None
+logconfig_dict = logging_config(os.environ.get("LOG_LEVEL", "INFO").upper())
+control_socket_disable = True
+# One database connection per thread: the pool never makes a thread wait.
+os.environ.setdefault("DB_POOL_SIZE", str(threads))
+
+# Refuse to start, once and clearly, rather than let every worker fail to boot.
+try:
+    load_settings(os.environ)
+except ConfigError as exc:
+    sys.exit(str(exc))
