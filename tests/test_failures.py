@@ -195,3 +195,57 @@ def test_unmigrated_database_answers_503_naming_the_fix(
         response.get_json()["error"]
         == "database schema is not up to date; the operator must apply migrations"
     )
+
+
+@pytest.fixture
+def failing_server() -> Any:
+    """An HTTP server that answers 503 to everything, counting requests."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    hits: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def _fail(self) -> None:
+            hits.append(self.command)
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_HEAD = do_PUT = do_DELETE = _fail
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}", hits
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("provider", ["s3", "azure"])
+def test_storage_5xx_is_retried_a_bounded_number_of_times_then_502(
+    make_app: Callable[..., Flask], failing_server: tuple[str, list[str]], provider: str
+) -> None:
+    url, hits = failing_server
+    overrides = (
+        {"S3_ENDPOINT_URL": url}
+        if provider == "s3"
+        else {
+            "AZURE_STORAGE_CONNECTION_STRING": (
+                f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
+                f"BlobEndpoint={url}/devstoreaccount1;"
+            )
+        }
+    )
+    app = make_app(STORAGE_MAX_ATTEMPTS="3", **overrides)
+    client = app.test_client()
+    presigned = presign(client, provider)
+    started = time.monotonic()
+    response = save(client, provider, presigned["objectKey"])
+    assert time.monotonic() - started < 15
+    assert response.status_code == 502
+    assert response.get_json() == {"success": False, "error": f"{provider} storage failed (503), try again"}
+    assert len(hits) == 3

@@ -15,7 +15,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.storage.blob import BlobSasPermissions, BlobServiceClient, generate_blob_sas
+from azure.storage.blob import BlobSasPermissions, BlobServiceClient, ExponentialRetry, generate_blob_sas
 
 from ..config import AzureSettings
 from .base import ObjectInfo, PresignedUpload, StorageError, StorageProvider, StorageTimeout
@@ -49,7 +49,11 @@ class AzureBlobProvider(StorageProvider):
             credential={"account_name": settings.account_name, "account_key": settings.account_key},
             connection_timeout=connect_timeout,
             read_timeout=read_timeout,
-            retry_total=max_attempts - 1,
+            # The SDK's default backoff (15 s, then more) would outlast the
+            # server's request timeout; keep the whole retry run to seconds.
+            retry_policy=ExponentialRetry(
+                initial_backoff=0.5, increment_base=2, retry_total=max_attempts - 1
+            ),
         )
         self._container = service.get_container_client(settings.container)
 
@@ -121,7 +125,9 @@ class AzureBlobProvider(StorageProvider):
             raise StorageError("azure storage is unreachable, try again") from None
         except HttpResponseError as exc:
             code = getattr(exc, "error_code", None) or exc.status_code
-            log.warning("azure %s failed: %s", operation, code)
+            log.warning("azure %s failed: %s %s", operation, exc.status_code, code)
+            if (exc.status_code or 0) >= 500:
+                raise StorageError(f"azure storage failed ({exc.status_code}), try again") from None
             raise StorageError(f"azure storage refused the request ({code})") from None
         except AzureError as exc:
             log.warning("azure %s failed: %s", operation, type(exc).__name__)

@@ -61,7 +61,7 @@ class S3CompatibleProvider(StorageProvider):
             response_checksum_validation="when_required",
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
-            retries={"max_attempts": max_attempts, "mode": "standard"},
+            retries={"total_max_attempts": max_attempts, "mode": "standard"},
             max_pool_connections=max_pool_connections,
             ignore_configured_endpoint_urls=True,  # type: ignore[call-arg]  # newer than the stubs
         )
@@ -145,7 +145,10 @@ class S3CompatibleProvider(StorageProvider):
             log.warning("%s %s: endpoint unreachable", self.name, operation)
             raise StorageError(f"{self.name} storage is unreachable, try again") from None
         except ClientError as exc:
-            log.warning("%s %s failed: %s", self.name, operation, _error_code(exc))
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            log.warning("%s %s failed: %s %s", self.name, operation, status, _error_code(exc))
+            if status >= 500:
+                raise StorageError(f"{self.name} storage failed ({status}), try again") from None
             raise StorageError(f"{self.name} storage refused the request ({_error_code(exc)})") from None
         except BotoCoreError as exc:
             log.warning("%s %s failed: %s", self.name, operation, type(exc).__name__)
