@@ -51,9 +51,7 @@ class AzureBlobProvider(StorageProvider):
             read_timeout=read_timeout,
             # The SDK's default backoff (15 s, then more) would outlast the
             # server's request timeout; keep the whole retry run to seconds.
-            retry_policy=ExponentialRetry(
-                initial_backoff=0.5, increment_base=2, retry_total=max_attempts - 1
-            ),
+            retry_policy=ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=max_attempts - 1),
         )
         self._container = service.get_container_client(settings.container)
 
