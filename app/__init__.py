@@ -11,7 +11,7 @@ from dotenv import load_dotenv
 from flask import Flask, Response
 from flask_cors import CORS
 
-from . import auth, db, errors, migrations, observability, ratelimit, storage
+from . import auth, db, errors, migrations, observability, openapi, ratelimit, storage
 from .config import PROVIDERS, Settings, load_settings
 from .repository import FileRepository
 from .status import bp as status_bp
@@ -53,6 +53,7 @@ def register_extensions(app: Flask, settings: Settings) -> None:
     db.init_app(app, settings)
     storage.init_app(app, settings)
     auth.init_app(app, settings.auth)
+    openapi.init_app(app, settings)
     app.extensions["repository"] = FileRepository(
         db.run_in_transaction, row_level_security=settings.db_row_level_security
     )
@@ -67,6 +68,7 @@ def register_blueprints(app: Flask) -> None:
         )
     app.register_blueprint(guides_bp)
     app.register_blueprint(status_bp)
+    app.register_blueprint(openapi.bp)
 
 
 def register_http_policies(app: Flask, settings: Settings) -> None:

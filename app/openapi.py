@@ -1,0 +1,355 @@
+"""The API's contract: an OpenAPI 3.1 document at /openapi.json and a readable page at /docs.
+
+The document is built from the same tables the code uses (the provider list,
+the size limit, the routes); a test checks that every registered route is in
+it, and schemathesis fuzzes the running service against it.
+"""
+
+from __future__ import annotations
+
+import html
+from functools import lru_cache
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, jsonify
+
+from .config import PROVIDERS, Settings
+
+bp = Blueprint("openapi", __name__)
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_ERROR = {
+    "400": "The request is malformed: a field is missing, has the wrong type or is invalid.",
+    "401": "The bearer token is missing or not acceptable (the message says which).",
+    "403": "The object key was issued to another user.",
+    "404": "The key was never issued, or the object is not in the bucket yet.",
+    "409": "The key was issued for another provider.",
+    "413": "The file, or the JSON body, is over its limit.",
+    "415": "The content type is not allowed, or the uploaded object's type differs from the presigned one.",
+    "429": "Rate limited; Retry-After says when to try again.",
+    "502": "The storage provider failed or could not be reached.",
+    "503": "The provider is not configured, or the database is unavailable (with Retry-After).",
+    "504": "The storage provider did not answer in time.",
+}
+
+
+def _errors(*codes: str) -> dict[str, Any]:
+    return {code: _json(_ref("Error"), _ERROR[code]) for code in codes}
+
+
+PRESIGN_ERRORS = ("400", "401", "413", "415", "429", "503")
+SAVE_ERRORS = ("400", "401", "403", "404", "409", "413", "415", "429", "502", "503", "504")
+
+
+def _presign_operation(summary: str, provider: str | None) -> dict[str, Any]:
+    return {
+        "summary": summary,
+        "tags": ["uploads"],
+        "security": [{"bearerAuth": []}, {"devUser": []}],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _ref("PresignRequest")}},
+        },
+        "responses": {
+            "200": _json(_ref("PresignResponse"), "A signed upload request for a new object key."),
+            **_errors(*PRESIGN_ERRORS),
+        },
+        "x-provider": provider,
+    }
+
+
+def _save_operation(summary: str, provider: str | None) -> dict[str, Any]:
+    return {
+        "summary": summary,
+        "tags": ["uploads"],
+        "security": [{"bearerAuth": []}, {"devUser": []}],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("SaveRequest")}}},
+        "responses": {
+            "201": _json(_ref("SaveResponse"), "The upload was checked and recorded."),
+            "200": _json(_ref("SaveResponse"), "The upload had already been recorded for this user."),
+            **_errors(*SAVE_ERRORS),
+        },
+        "x-provider": provider,
+    }
+
+
+def _schemas(max_upload_bytes: int) -> dict[str, Any]:
+    nullable_string = {"type": ["string", "null"]}
+    return {
+        "Error": {
+            "type": "object",
+            "required": ["success", "error"],
+            "properties": {"success": {"const": False}, "error": {"type": "string"}},
+        },
+        "PresignRequest": {
+            "type": "object",
+            "required": ["fileName", "contentType"],
+            "properties": {
+                "fileName": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 1024,
+                    "description": "Path parts and control characters are removed; 200 bytes are kept.",
+                },
+                "contentType": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 255,
+                    "examples": ["image/png"],
+                },
+                "fileSize": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "maximum": max_upload_bytes,
+                    "description": "Declared size in bytes; S3, R2 and B2 sign it as Content-Length.",
+                },
+            },
+        },
+        "PresignResponse": {
+            "type": "object",
+            "required": [
+                "success",
+                "provider",
+                "presignedUrl",
+                "method",
+                "headers",
+                "objectKey",
+                "publicFileUrl",
+                "expiresAt",
+            ],
+            "properties": {
+                "success": {"const": True},
+                "provider": {"enum": list(PROVIDERS)},
+                "presignedUrl": {"type": "string", "format": "uri"},
+                "method": {"const": "PUT"},
+                "headers": {
+                    "type": "object",
+                    "additionalProperties": {"type": "string"},
+                    "description": "Every header the PUT must carry.",
+                },
+                "objectKey": {"type": "string"},
+                "publicFileUrl": {"type": "string", "format": "uri"},
+                "expiresAt": {"type": "string", "format": "date-time"},
+                "sasUrl": {
+                    "type": "string",
+                    "format": "uri",
+                    "description": "Azure only: the Azure guide's name.",
+                },
+                "blobName": {"type": "string", "description": "Azure only: the Azure guide's name."},
+                "fileUrl": {
+                    "type": "string",
+                    "format": "uri",
+                    "description": "Azure only: the Azure guide's name.",
+                },
+            },
+        },
+        "SaveRequest": {
+            "type": "object",
+            "properties": {
+                "objectKey": {"type": "string", "minLength": 1, "maxLength": 1024},
+                "blobName": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 1024,
+                    "description": "Azure routes.",
+                },
+                "publicFileUrl": {"description": "Accepted and ignored: the service computes URLs itself."},
+                "fileUrl": {"description": "Accepted and ignored."},
+            },
+            "description": "objectKey (Azure routes: objectKey or blobName) is required.",
+            "anyOf": [{"required": ["objectKey"]}, {"required": ["blobName"]}],
+        },
+        "File": {
+            "type": "object",
+            "required": ["id", "provider", "objectKey", "fileUrl"],
+            "properties": {
+                "id": {"type": "integer"},
+                "provider": {"enum": list(PROVIDERS)},
+                "objectKey": {"type": "string"},
+                "blobName": {"type": "string"},
+                "fileName": nullable_string,
+                "contentType": nullable_string,
+                "size": {"type": ["integer", "null"]},
+                "etag": nullable_string,
+                "fileUrl": nullable_string,
+                "uploadedAt": {"type": ["string", "null"], "format": "date-time"},
+            },
+        },
+        "SaveResponse": {
+            "type": "object",
+            "required": ["success", "file"],
+            "properties": {"success": {"const": True}, "file": _ref("File")},
+        },
+        "Providers": {
+            "type": "object",
+            "required": ["success", "defaultProvider", "providers"],
+            "properties": {
+                "success": {"const": True},
+                "defaultProvider": {"enum": list(PROVIDERS)},
+                "providers": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["name", "bucket"],
+                        "properties": {"name": {"enum": list(PROVIDERS)}, "bucket": {"type": "string"}},
+                    },
+                },
+            },
+        },
+        "Health": {"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}},
+        "Readiness": {
+            "type": "object",
+            "required": ["status", "database", "providers"],
+            "properties": {
+                "status": {"enum": ["ready", "unavailable"]},
+                "database": {"type": "string"},
+                "providers": {"type": "object"},
+            },
+        },
+    }
+
+
+def build_document(settings: Settings) -> dict[str, Any]:
+    """Return the OpenAPI 3.1 document for this configuration."""
+    paths: dict[str, Any] = {}
+    for provider in PROVIDERS:
+        paths[f"/{provider}/presign-upload"] = {
+            "post": _presign_operation(f"Presign an upload to {provider}", provider)
+        }
+        paths[f"/{provider}/save-metadata"] = {
+            "post": _save_operation(f"Record an object uploaded to {provider}", provider)
+        }
+    paths["/presign-upload"] = {
+        "post": _presign_operation("The S3 and R2 guides' route (DEFAULT_PROVIDER)", None)
+    }
+    paths["/save-metadata"] = {
+        "post": _save_operation("The guides' save route (the key's own provider)", None)
+    }
+    paths["/presign-b2-upload"] = {"post": _presign_operation("The B2 guide's presign route", "b2")}
+    paths["/save-b2-metadata"] = {"post": _save_operation("The B2 guide's save route", "b2")}
+    paths["/generate-upload-sas"] = {"post": _presign_operation("The Azure guide's SAS route", "azure")}
+    paths["/providers"] = {
+        "get": {
+            "summary": "List the enabled providers",
+            "tags": ["service"],
+            "responses": {"200": _json(_ref("Providers"), "Enabled providers and their buckets.")},
+        }
+    }
+    paths["/healthz"] = {
+        "get": {
+            "summary": "Liveness (no I/O)",
+            "tags": ["service"],
+            "responses": {"200": _json(_ref("Health"), "The process answers.")},
+        }
+    }
+    paths["/readyz"] = {
+        "get": {
+            "summary": "Readiness: the database answers; provider configuration",
+            "tags": ["service"],
+            "responses": {
+                "200": _json(_ref("Readiness"), "Ready to serve."),
+                "503": _json(_ref("Readiness"), "The database is unavailable."),
+            },
+        }
+    }
+    paths["/openapi.json"] = {
+        "get": {
+            "summary": "This document",
+            "tags": ["service"],
+            "responses": {"200": _json({"type": "object"}, "The OpenAPI document.")},
+        }
+    }
+    paths["/docs"] = {
+        "get": {
+            "summary": "This document as a page",
+            "tags": ["service"],
+            "responses": {
+                "200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}
+            },
+        }
+    }
+    for item in paths.values():
+        for operation in item.values():
+            operation.pop("x-provider", None)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Upload service",
+            "version": "1.0.0",
+            "description": (
+                "Presigned browser uploads to AWS S3, Cloudflare R2, Backblaze B2 and Azure Blob Storage, "
+                "with each file's metadata in PostgreSQL. Every error is {success: false, error}."
+            ),
+        },
+        "paths": paths,
+        "components": {
+            "schemas": _schemas(settings.max_upload_bytes),
+            "securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "devUser": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "X-User-Id",
+                    "description": "AUTH_MODE=dev only: act as this user (default user_123).",
+                },
+            },
+        },
+    }
+
+
+_DOCS_CSS = (
+    "body{font-family:system-ui,sans-serif;margin:2rem;max-width:60rem}"
+    "td{padding:.3rem .8rem;vertical-align:top}tr:nth-child(even){background:#f4f4f4}"
+)
+
+
+@lru_cache(maxsize=8)
+def _rendered_docs(title: str, rows: tuple[tuple[str, str, str], ...]) -> str:
+    items = "\n".join(
+        f"<tr><td><code>{html.escape(method.upper())}</code></td><td><code>{html.escape(path)}</code></td>"
+        f"<td>{html.escape(summary)}</td></tr>"
+        for path, method, summary in rows
+    )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(title)}</title>
+<style>{_DOCS_CSS}</style></head>
+<body><h1>{html.escape(title)}</h1>
+<p>The machine-readable contract is <a href="/openapi.json">/openapi.json</a> (OpenAPI 3.1).
+Send <code>Authorization: Bearer &lt;JWT&gt;</code>.
+Errors are <code>{{"success": false, "error": "..."}}</code>.</p>
+<table><thead><tr><th>Method</th><th>Path</th><th>What it does</th></tr></thead><tbody>
+{items}
+</tbody></table></body></html>"""
+
+
+@bp.get("/openapi.json")
+def openapi_json() -> Response:
+    """Serve the OpenAPI document."""
+    return jsonify(current_app.extensions["openapi"])
+
+
+@bp.get("/docs")
+def docs() -> Response:
+    """Serve a readable list of the routes."""
+    document = current_app.extensions["openapi"]
+    rows = tuple(
+        (path, method, operation.get("summary", ""))
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+    )
+    return Response(_rendered_docs(document["info"]["title"], rows), mimetype="text/html")
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    """Build the document once per process."""
+    app.extensions["openapi"] = build_document(settings)
