@@ -8,19 +8,19 @@ BIN := $(VENV)/bin
 run: install  ## Run the service on http://localhost:3000 with local PostgreSQL and storage emulators
 	$(BIN)/python -m devstack
 
-test: install  ## Run lint, type checks and the test suite
-	$(BIN)/ruff check app devstack tests
-	$(BIN)/ruff format --check app devstack tests
-	$(BIN)/mypy
+test: install lint  ## Run lint, type checks and the test suite
 	$(BIN)/pytest
 
-lint:
-	$(BIN)/ruff check app devstack tests
+lint: install  ## ruff, mypy, and the Dockerfile and compose file linters
+	$(BIN)/ruff check app devstack deploy tests
+	$(BIN)/ruff format --check app devstack deploy tests
 	$(BIN)/mypy
+	$(BIN)/hadolint Dockerfile
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 
 format:
-	$(BIN)/ruff format app devstack tests
-	$(BIN)/ruff check --fix app devstack tests
+	$(BIN)/ruff format app devstack deploy tests
+	$(BIN)/ruff check --fix app devstack deploy tests
 
 install: $(VENV)/.installed node_modules/.installed
 

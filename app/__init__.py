@@ -15,6 +15,7 @@ from . import auth, db, errors, migrations, observability, openapi, ratelimit, s
 from .config import PROVIDERS, Settings, load_settings
 from .repository import FileRepository
 from .status import bp as status_bp
+from .storage import commands as storage_commands
 from .uploads.policy import UploadPolicy
 from .uploads.views import bp as uploads_bp
 from .uploads.views import guides_bp
@@ -44,6 +45,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     register_http_policies(app, settings)
     errors.init_app(app)
     migrations.init_app(app)
+    storage_commands.init_app(app)
     _log_providers(settings)
     return app
 

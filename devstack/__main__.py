@@ -50,13 +50,22 @@ def main(argv: list[str] | None = None) -> int:
         from app import create_app
         from app.config import ConfigError
         from app.migrations import apply_migrations
+        from app.storage import get_provider
 
         try:
             app = create_app()
         except ConfigError as exc:
             print(exc, file=sys.stderr)
             return 2
-        apply_migrations(os.environ["DATABASE_URL"], report=print)
+        apply_migrations(
+            os.environ["DATABASE_URL"],
+            report=print,
+            row_level_security=app.extensions["settings"].db_row_level_security,
+        )
+        # The emulators this run started accept browser uploads from any page.
+        with app.app_context():
+            for name in stack.emulated_providers():
+                get_provider(name).set_cors(["*"])
         for note in stack.notes:
             print(f"  {note}")
         print(

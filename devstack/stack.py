@@ -73,6 +73,11 @@ class LocalStack:
             raise
         return out
 
+    def emulated_providers(self) -> list[str]:
+        """Return the providers this stack points at a local emulator."""
+        names = [i.provider for i in self.seaweed.identities] if self.seaweed else []
+        return [*names, "azure"] if self.azurite else names
+
     def s3_variables(self, provider: str) -> dict[str, str]:
         """Return the variables that point ``provider`` at SeaweedFS."""
         assert self.seaweed is not None

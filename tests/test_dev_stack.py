@@ -62,6 +62,13 @@ def test_dev_stack_serves_the_upload_flow_and_stops_everything_on_sigterm(tmp_pa
         assert put.status_code == 200
         saved = requests.post(f"{base}/save-metadata", json={"objectKey": presigned["objectKey"]}, timeout=10)
         assert saved.status_code == 201
+        # The emulators answer a browser's preflight from any page.
+        preflight = requests.options(
+            presigned["presignedUrl"],
+            headers={"Origin": "http://localhost:5173", "Access-Control-Request-Method": "PUT"},
+            timeout=10,
+        )
+        assert preflight.headers.get("Access-Control-Allow-Origin") in ("*", "http://localhost:5173")
     finally:
         children = [
             int((tmp_path / d / f"{n}.pid").read_text())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
@@ -11,14 +11,29 @@ from urllib.parse import quote
 from azure.core.exceptions import (
     AzureError,
     HttpResponseError,
+    ResourceExistsError,
     ResourceNotFoundError,
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.storage.blob import BlobSasPermissions, BlobServiceClient, ExponentialRetry, generate_blob_sas
+from azure.storage.blob import (
+    BlobSasPermissions,
+    BlobServiceClient,
+    CorsRule,
+    ExponentialRetry,
+    generate_blob_sas,
+)
 
 from ..config import AzureSettings
-from .base import ObjectInfo, PresignedUpload, StorageError, StorageProvider, StorageTimeout
+from .base import (
+    CORS_MAX_AGE_SECONDS,
+    CORS_METHODS,
+    ObjectInfo,
+    PresignedUpload,
+    StorageError,
+    StorageProvider,
+    StorageTimeout,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +68,7 @@ class AzureBlobProvider(StorageProvider):
             # server's request timeout; keep the whole retry run to seconds.
             retry_policy=ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=max_attempts - 1),
         )
+        self._service = service
         self._container = service.get_container_client(settings.container)
 
     def _sas(self, key: str, permission: BlobSasPermissions, expires_at: datetime) -> str:
@@ -110,6 +126,27 @@ class AzureBlobProvider(StorageProvider):
         """Delete the blob and its snapshots; a missing blob is fine."""
         with self._translate_errors("delete"), suppress(ResourceNotFoundError):
             self._container.delete_blob(key, delete_snapshots="include")
+
+    def ensure_bucket(self) -> bool:
+        """Create the container if it is missing."""
+        with self._translate_errors("create container"):
+            try:
+                self._container.create_container()
+            except ResourceExistsError:
+                return False
+            return True
+
+    def set_cors(self, origins: Sequence[str]) -> None:
+        """Replace the Blob service's CORS rules (they are per account, not per container)."""
+        rule = CorsRule(
+            list(origins),
+            [*CORS_METHODS, "OPTIONS"],
+            allowed_headers=["*"],
+            exposed_headers=["*"],
+            max_age_in_seconds=CORS_MAX_AGE_SECONDS,
+        )
+        with self._translate_errors("set CORS"):
+            self._service.set_service_properties(cors=[rule])
 
     @contextmanager
     def _translate_errors(self, operation: str) -> Iterator[None]:

@@ -7,6 +7,7 @@ error types stay inside the provider modules.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -76,3 +77,19 @@ class StorageProvider(ABC):
     @abstractmethod
     def delete(self, key: str) -> None:
         """Delete ``key``; deleting a missing object is not an error."""
+
+    # Administration, for the `flask storage` commands only; never called per request.
+
+    @abstractmethod
+    def ensure_bucket(self) -> bool:
+        """Create the bucket or container if it is missing; return whether it was created."""
+
+    @abstractmethod
+    def set_cors(self, origins: Sequence[str]) -> None:
+        """Let pages on ``origins`` upload to and download from the bucket directly."""
+
+
+# What browsers need from a bucket: the upload and download verbs, any request
+# header (Content-Type, x-ms-blob-type, ...), and ETag readable for multipart.
+CORS_METHODS = ("GET", "HEAD", "PUT", "POST", "DELETE")
+CORS_MAX_AGE_SECONDS = 3600

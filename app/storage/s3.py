@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import quote
 
 import boto3
@@ -19,7 +20,15 @@ from botocore.exceptions import (
 )
 
 from ..config import S3CompatibleSettings
-from .base import ObjectInfo, PresignedUpload, StorageError, StorageProvider, StorageTimeout
+from .base import (
+    CORS_MAX_AGE_SECONDS,
+    CORS_METHODS,
+    ObjectInfo,
+    PresignedUpload,
+    StorageError,
+    StorageProvider,
+    StorageTimeout,
+)
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +142,35 @@ class S3CompatibleProvider(StorageProvider):
             except ClientError as exc:
                 if _error_code(exc) not in _NOT_FOUND:
                     raise
+
+    def ensure_bucket(self) -> bool:
+        """Create the bucket if HEAD says it is missing."""
+        with self._translate_errors("create bucket"):
+            try:
+                self._client.head_bucket(Bucket=self.bucket)
+                return False
+            except ClientError as exc:
+                if _error_code(exc) not in {"404", "NoSuchBucket", "NotFound"}:
+                    raise
+            params: dict[str, Any] = {"Bucket": self.bucket}
+            region = self._settings.region
+            # AWS wants the region spelled out everywhere but us-east-1.
+            if self._settings.endpoint_url is None and region != "us-east-1":
+                params["CreateBucketConfiguration"] = {"LocationConstraint": region}
+            self._client.create_bucket(**params)
+            return True
+
+    def set_cors(self, origins: Sequence[str]) -> None:
+        """Replace the bucket's CORS rules with one rule for ``origins``."""
+        rule = {
+            "AllowedOrigins": list(origins),
+            "AllowedMethods": list(CORS_METHODS),
+            "AllowedHeaders": ["*"],
+            "ExposeHeaders": ["ETag"],
+            "MaxAgeSeconds": CORS_MAX_AGE_SECONDS,
+        }
+        with self._translate_errors("put bucket CORS"):
+            self._client.put_bucket_cors(Bucket=self.bucket, CORSConfiguration={"CORSRules": [rule]})
 
     @contextmanager
     def _translate_errors(self, operation: str) -> Iterator[None]:
