@@ -116,7 +116,7 @@ class Settings:
     db_connect_timeout_seconds: int = 5
     db_statement_timeout_ms: int = 5000
     storage_connect_timeout_seconds: float = 3.0
-    storage_read_timeout_seconds: float = 10.0
+    storage_read_timeout_seconds: float = 5.0
     storage_max_attempts: int = 3
 
 
@@ -464,7 +464,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         db_connect_timeout_seconds=r.integer("DB_CONNECT_TIMEOUT_SECONDS", 5, 1, 300),
         db_statement_timeout_ms=r.integer("DB_STATEMENT_TIMEOUT_MS", 5000, 1, 3_600_000),
         storage_connect_timeout_seconds=r.number("STORAGE_CONNECT_TIMEOUT_SECONDS", 3.0, 0.1, 300.0),
-        storage_read_timeout_seconds=r.number("STORAGE_READ_TIMEOUT_SECONDS", 10.0, 0.1, 300.0),
+        storage_read_timeout_seconds=r.number("STORAGE_READ_TIMEOUT_SECONDS", 5.0, 0.1, 300.0),
         storage_max_attempts=r.integer("STORAGE_MAX_ATTEMPTS", 3, 1, 10),
     )
     if r.problems:

@@ -48,6 +48,18 @@ os.environ.setdefault("DB_POOL_SIZE", str(threads))
 
 # Refuse to start, once and clearly, rather than let every worker fail to boot.
 try:
-    load_settings(os.environ)
+    settings = load_settings(os.environ)
 except ConfigError as exc:
     sys.exit(str(exc))
+
+# A storage call that could outlast the worker timeout would be killed
+# mid-request instead of answering 504: refuse such a configuration.
+storage_budget = settings.storage_max_attempts * (
+    settings.storage_connect_timeout_seconds + settings.storage_read_timeout_seconds + 1
+)
+if storage_budget >= timeout:
+    sys.exit(
+        f"GUNICORN_TIMEOUT ({timeout}s) must exceed the worst storage call: STORAGE_MAX_ATTEMPTS x"
+        " (STORAGE_CONNECT_TIMEOUT_SECONDS + STORAGE_READ_TIMEOUT_SECONDS + 1s backoff)"
+        f" = {storage_budget:.0f}s"
+    )

@@ -182,3 +182,13 @@ def test_bad_configuration_stops_start_up_naming_the_variable(
     output = log_path.read_text()
     assert "UPLOAD_URL_EXPIRES_SECONDS: expected a whole number, got 'five'" in output
     assert "Traceback" not in output
+
+
+def test_storage_timeouts_longer_than_the_worker_timeout_are_refused(
+    app_env: dict[str, str], tmp_path: Path
+) -> None:
+    log_path = tmp_path / "slow.log"
+    env = {**app_env, "STORAGE_READ_TIMEOUT_SECONDS": "20", "PORT": str(free_port()), "HOST": "127.0.0.1"}
+    proc = start(env, log_path)
+    assert proc.wait(30) != 0
+    assert "GUNICORN_TIMEOUT (30s) must exceed the worst storage call" in log_path.read_text()
