@@ -1,0 +1,343 @@
+"""Benchmark: our service against a guide-like baseline and a bare echo ceiling, in one run.
+
+``python -m bench`` (``make bench``) starts PostgreSQL over TCP with SCRAM
+passwords (and TLS where the build has it), SeaweedFS and Azurite, then three
+servers under the container's gunicorn configuration, and drives them with
+wrk through the same workloads, round-robin so machine noise hits all alike.
+It prints one table per workload and writes the numbers to bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import jwt
+import psycopg2
+import requests
+
+from app.migrations import apply_migrations
+from devstack.services import ROOT, NetworkPostgres, free_port
+from devstack.stack import LocalStack
+
+BENCH = Path(__file__).resolve().parent
+LUA = BENCH / "lua"
+RESULTS = BENCH / "results"
+SECRET = "benchmark-secret-that-is-long-enough-for-hs256"
+BODY = json.dumps({"fileName": "bench.txt", "contentType": "text/plain"})
+
+
+@dataclass
+class Server:
+    """One gunicorn under deploy/gunicorn.conf.py."""
+
+    name: str
+    app_spec: str
+    port: int
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes] | None = None
+    log: Path | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, workdir: Path) -> None:
+        self.log = workdir / f"{self.name}.log"
+        env = {**os.environ, **self.env, "HOST": "127.0.0.1", "PORT": str(self.port), "LOG_LEVEL": "WARNING"}
+        env["PATH"] = f"{ROOT / '.venv' / 'bin'}:{env.get('PATH', '')}"
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                ["gunicorn", "--config", str(ROOT / "deploy" / "gunicorn.conf.py"), self.app_spec],
+                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{self.base}/healthz", timeout=1).ok:
+                    return
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        raise RuntimeError(f"{self.name} did not start; see {self.log}")
+
+    def worker_memory_mb(self) -> list[dict[str, float]]:
+        """Return peak and current RSS of each worker process, in MB."""
+        assert self.proc is not None
+        found = []
+        for status in Path("/proc").glob("[0-9]*/status"):
+            try:
+                fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+            except OSError:
+                continue
+            if fields.get("PPid", "").strip() == str(self.proc.pid):
+                found.append(
+                    {
+                        "peak_rss_mb": int(fields["VmHWM"].split()[0]) / 1024,
+                        "rss_mb": int(fields["VmRSS"].split()[0]) / 1024,
+                    }
+                )
+        return found
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+@dataclass
+class Sample:
+    """One load-generator run."""
+
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    requests: int
+
+
+@dataclass
+class Workload:
+    name: str
+    note: str
+    samples: dict[str, list[Sample]] = field(default_factory=dict)
+
+
+def wrk(url: str, script: str, env: dict[str, str], seconds: float, connections: int, threads: int) -> Sample:
+    """Run wrk once and read the JSON line our Lua ``done`` prints."""
+    run_env = {**os.environ, **env, "BENCH_LUA_DIR": str(LUA), "THREADS": str(threads)}
+    result = subprocess.run(
+        ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{int(seconds)}s", "--timeout", "10s",
+         "-s", str(LUA / script), url],
+        capture_output=True, text=True, env=run_env, check=True, timeout=seconds + 60,
+    )  # fmt: skip
+    line = next(line for line in result.stdout.splitlines() if line.startswith('{"requests"'))
+    data = json.loads(line)
+    duration = data["duration_us"] / 1e6
+    return Sample(
+        rps=data["requests"] / duration,
+        p50_ms=data["p50_us"] / 1000,
+        p99_ms=data["p99_us"] / 1000,
+        errors=data["errors"] + data["non_2xx"],
+        requests=data["requests"],
+    )
+
+
+def prepare_uploads(server: Server, count: int, token: str | None, keys_file: Path) -> None:
+    """Presign and PUT ``count`` small objects through ``server``; write their keys, one a line."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    session_local = threading.local()
+
+    def one(_: int) -> str:
+        session = getattr(session_local, "session", None)
+        if session is None:
+            session = session_local.session = requests.Session()
+        answer = session.post(f"{server.base}/presign-upload", data=BODY, headers={
+            **headers, "Content-Type": "application/json"}, timeout=30).json()
+        put_headers = answer.get("headers") or {"Content-Type": "text/plain"}
+        response = session.put(answer["presignedUrl"], data=b"benchmark bytes", headers=put_headers, timeout=30)
+        response.raise_for_status()
+        return str(answer["objectKey"])
+
+    with ThreadPoolExecutor(32) as pool:
+        keys = list(pool.map(one, range(count)))
+    keys_file.write_text("\n".join(keys) + "\n")
+
+
+def cycle(server: Server, token: str | None, seconds: float, concurrency: int) -> Sample:
+    """Presign, PUT a small object, save: as many full cycles as ``concurrency`` clients manage."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    deadline = time.monotonic() + seconds
+    latencies: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+
+    def client() -> None:
+        nonlocal errors
+        session = requests.Session()
+        while time.monotonic() < deadline:
+            started = time.perf_counter()
+            try:
+                answer = session.post(f"{server.base}/presign-upload", data=BODY, headers={
+                    **headers, "Content-Type": "application/json"}, timeout=30).json()
+                put = session.put(answer["presignedUrl"], data=b"cycle bytes",
+                                  headers=answer.get("headers") or {"Content-Type": "text/plain"}, timeout=30)
+                saved = session.post(f"{server.base}/save-metadata", json={
+                    "objectKey": answer["objectKey"], "publicFileUrl": answer["publicFileUrl"]},
+                    headers=headers, timeout=30)
+                ok = put.ok and saved.status_code in (200, 201)
+            except (requests.RequestException, KeyError, ValueError):
+                ok = False
+            elapsed = time.perf_counter() - started
+            with lock:
+                latencies.append(elapsed)
+                errors += 0 if ok else 1
+
+    threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    duration = time.monotonic() - started
+    ordered = sorted(latencies) or [0.0]
+    return Sample(
+        rps=len(latencies) / duration,
+        p50_ms=ordered[len(ordered) // 2] * 1000,
+        p99_ms=ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000,
+        errors=errors,
+        requests=len(latencies),
+    )
+
+
+def median_sample(samples: list[Sample]) -> Sample:
+    return Sample(
+        rps=statistics.median(s.rps for s in samples),
+        p50_ms=statistics.median(s.p50_ms for s in samples),
+        p99_ms=statistics.median(s.p99_ms for s in samples),
+        errors=sum(s.errors for s in samples),
+        requests=sum(s.requests for s in samples),
+    )
+
+
+def print_table(workload: Workload) -> dict[str, Any]:
+    print(f"\n## {workload.name}" + (f"  ({workload.note})" if workload.note else ""))
+    print(f"{'server':<10} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}  rounds (req/s)")
+    medians = {name: median_sample(samples) for name, samples in workload.samples.items()}
+    for name, sample in medians.items():
+        rounds = ", ".join(f"{s.rps:.0f}" for s in workload.samples[name])
+        print(f"{name:<10} {sample.rps:>9.0f} {sample.p50_ms:>8.2f} {sample.p99_ms:>8.2f} {sample.errors:>7}  {rounds}")
+    ratios = {}
+    ours = medians.get("ours")
+    if ours and "baseline" in medians:
+        ratios["ours/baseline"] = ours.rps / medians["baseline"].rps
+    if ours and "ceiling" in medians:
+        ratios["ours/ceiling"] = ours.rps / medians["ceiling"].rps
+    if ratios:
+        print("  " + "   ".join(f"{k}: {v:.2f}x" for k, v in ratios.items()))
+    return {
+        "note": workload.note,
+        "median": {k: vars(v) for k, v in medians.items()},
+        "rounds": {k: [vars(s) for s in v] for k, v in workload.samples.items()},
+        "ratios": ratios,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=8, help="length of each wrk run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--wrk-threads", type=int, default=2)
+    parser.add_argument("--workers", default="2", help="gunicorn workers for every server")
+    parser.add_argument("--threads", default="4", help="gunicorn threads per worker")
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("wrk not found: install it (Debian: apt-get install wrk)", file=sys.stderr)
+        return 2
+
+    workdir = Path(tempfile.mkdtemp(prefix="upload-bench-"))
+    postgres = NetworkPostgres(workdir / "postgres")
+    stack = LocalStack(workdir / "stack", s3_port=None, azurite_port=None)
+    servers: list[Server] = []
+    try:
+        print("starting PostgreSQL (TCP, SCRAM, TLS if available), SeaweedFS and Azurite ...", flush=True)
+        database_url = postgres.start()
+        env = stack.start({"DATABASE_URL": database_url})
+        env.update(
+            DATABASE_URL=database_url,
+            AUTH_MODE="jwt",
+            AUTH_JWT_SECRET=SECRET,
+            RATE_LIMIT_PRESIGN="100000000/minute",
+            RATE_LIMIT_SAVE="100000000/minute",
+            WEB_CONCURRENCY=args.workers,
+            GUNICORN_THREADS=args.threads,
+        )
+        apply_migrations(database_url)
+        token = jwt.encode({"sub": "bench-user", "exp": int(time.time()) + 24 * 3600}, SECRET, algorithm="HS256")
+        ours = Server("ours", "app:create_app()", free_port(), env)
+        baseline = Server("baseline", "bench.apps.baseline:create_app()", free_port(), env)
+        ceiling = Server("ceiling", "bench.apps.echo:create_app()", free_port(), env)
+        servers = [ours, baseline, ceiling]
+        for server in servers:
+            server.start(workdir)
+        tokens = {"ours": token, "baseline": None}
+
+        presign = Workload("presign", "ours verifies a JWT, signs SigV4 and records the key; the baseline does none")
+        save = Workload("save-metadata", "ours HEADs each object first; the baseline does not check it exists")
+        full = Workload("presign -> PUT -> save cycle", f"{16} concurrent clients, cycles/s")
+        listing = Workload("listing", "skipped: the listing route does not exist yet")
+        conn, sec = args.connections, args.seconds
+        for round_number in range(1, args.rounds + 1):
+            print(f"round {round_number}/{args.rounds} ...", flush=True)
+            for name in ("ours", "baseline", "ceiling"):
+                server = next(s for s in servers if s.name == name)
+                path = "/echo" if name == "ceiling" else "/presign-upload"
+                sample = wrk(server.base + path, "post_json.lua", {"BODY": BODY, "TOKEN": tokens.get(name) or ""},
+                             sec, conn, args.wrk_threads)  # fmt: skip
+                presign.samples.setdefault(name, []).append(sample)
+            for name in ("ours", "baseline"):
+                server = next(s for s in servers if s.name == name)
+                keys_file = workdir / f"keys-{name}-{round_number}.txt"
+                expected = 4000 if name == "ours" else 1500
+                prepare_uploads(server, int(expected * sec / 8), tokens[name], keys_file)
+                sample = wrk(server.base + "/save-metadata", "save.lua",
+                             {"KEYS_FILE": str(keys_file), "TOKEN": tokens[name] or ""}, sec, conn, args.wrk_threads)
+                save.samples.setdefault(name, []).append(sample)  # fmt: skip
+            for name in ("ours", "baseline"):
+                server = next(s for s in servers if s.name == name)
+                full.samples.setdefault(name, []).append(cycle(server, tokens[name], sec, 16))
+
+        memory = {s.name: s.worker_memory_mb() for s in servers}
+        results: dict[str, Any] = {
+            "when": datetime.now(UTC).isoformat(timespec="seconds"),
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+            "settings": vars(args) | {"database_tls": postgres.tls},
+            "workloads": {},
+        }
+        print(f"\nwrk {conn} connections, {sec:.0f} s runs, {args.rounds} interleaved rounds; "
+              f"gunicorn {args.workers} workers x {args.threads} threads; medians over rounds")  # fmt: skip
+        for workload in (presign, save, full):
+            results["workloads"][workload.name] = print_table(workload)
+        print(f"\n## listing  ({listing.note})")
+        results["workloads"]["listing"] = {"note": listing.note}
+        print("\n## memory per worker after the run (MB)")
+        for name, workers in memory.items():
+            peaks = ", ".join(f"peak {w['peak_rss_mb']:.0f} / now {w['rss_mb']:.0f}" for w in workers)
+            print(f"{name:<10} {peaks}")
+        results["memory_mb"] = memory
+        RESULTS.mkdir(exist_ok=True)
+        out = RESULTS / f"bench-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
+        out.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"\nwritten to {out.relative_to(ROOT)}")
+        with psycopg2.connect(database_url) as check, check.cursor() as cur:
+            cur.execute("SELECT count(*) FROM s3_files")
+            print(f"(rows in s3_files after the run: {cur.fetchone()[0]})")  # type: ignore[index]
+    finally:
+        for server in servers:
+            server.stop()
+        stack.stop()
+        postgres.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
