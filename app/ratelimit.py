@@ -67,6 +67,10 @@ def init_app(app: Flask, settings: Settings) -> None:
         scope: limiter.shared_limit(value, scope=scope, methods=["POST"], on_breach=_refuse)
         for scope, value in (("presign", settings.rate_limit_presign), ("save", settings.rate_limit_save))
     }
+    # Every limit here is a decorated one, checked by the view wrapper; the
+    # limiter's before_request pass would only repeat that work on every
+    # request (it was a third of a presign's time), so it is taken out.
+    app.before_request_funcs[None].remove(limiter._check_request_limit)
     wrapped: dict[Callable[..., Any], Callable[..., Any]] = {}
     for endpoint, view in list(app.view_functions.items()):
         scope = getattr(view, "rate_limit_scope", None)

@@ -1,0 +1,92 @@
+"""SigV4 query-string presigning for S3, in the exact bytes botocore produces.
+
+botocore's ``generate_presigned_url`` builds a whole request through its
+generic machinery (about 250 µs a call here); the signing itself is one
+SHA-256 and a few HMACs. This signer produces the same URL, byte for byte,
+for the same time: tests/test_sigv4.py checks it against botocore across keys,
+content types, lengths, regions and endpoints, and the emulator accepts it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import threading
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from urllib.parse import quote, urlsplit
+
+ALGORITHM = "AWS4-HMAC-SHA256"
+UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _encode(value: str) -> str:
+    return quote(value, safe="-_.~")
+
+
+def _hmac(key: bytes, message: str) -> bytes:
+    return hmac.new(key, message.encode("utf-8"), hashlib.sha256).digest()
+
+
+class SigV4Presigner:
+    """Presign S3 requests for one set of credentials in one region."""
+
+    def __init__(self, access_key: str, secret_key: str, region: str, service: str = "s3"):
+        self._access_key = access_key
+        self._secret = ("AWS4" + secret_key).encode("utf-8")
+        self._region = region
+        self._service = service
+        # The signing key changes once a day; keep the current one.
+        self._lock = threading.Lock()
+        self._key_date = ""
+        self._key = b""
+
+    def _signing_key(self, date: str) -> bytes:
+        if date != self._key_date:
+            with self._lock:
+                key = _hmac(
+                    _hmac(_hmac(_hmac(self._secret, date), self._region), self._service), "aws4_request"
+                )
+                self._key, self._key_date = key, date
+        return self._key
+
+    def presign(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        expires_in: int,
+        now: datetime | None = None,
+    ) -> str:
+        """Return ``url`` (already percent-encoded) with the SigV4 query string for ``headers``."""
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if parts.port is not None and parts.port != _DEFAULT_PORTS.get(parts.scheme):
+            host = f"{host}:{parts.port}"
+        signed: dict[str, str] = {name.lower(): " ".join(value.split()) for name, value in headers.items()}
+        signed["host"] = host
+        names = sorted(signed)
+        signed_headers = ";".join(names)
+
+        timestamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+        date = timestamp[:8]
+        scope = f"{date}/{self._region}/{self._service}/aws4_request"
+        query = (
+            f"X-Amz-Algorithm={ALGORITHM}"
+            f"&X-Amz-Credential={_encode(f'{self._access_key}/{scope}')}"
+            f"&X-Amz-Date={timestamp}"
+            f"&X-Amz-Expires={int(expires_in)}"
+            f"&X-Amz-SignedHeaders={_encode(signed_headers)}"
+        )
+        canonical_headers = "".join(f"{name}:{signed[name]}\n" for name in names)
+        # The query parameters above are already in sorted order, as SigV4 wants.
+        canonical_request = (
+            f"{method}\n{parts.path}\n{query}\n{canonical_headers}\n{signed_headers}\n{UNSIGNED_PAYLOAD}"
+        )
+        digest = hashlib.sha256(canonical_request.encode("utf-8")).hexdigest()
+        string_to_sign = f"{ALGORITHM}\n{timestamp}\n{scope}\n{digest}"
+        signature = hmac.new(
+            self._signing_key(date), string_to_sign.encode("utf-8"), hashlib.sha256
+        ).hexdigest()
+        return f"{parts.scheme}://{parts.netloc}{parts.path}?{query}&X-Amz-Signature={signature}"
