@@ -57,7 +57,7 @@ def register_extensions(app: Flask, settings: Settings) -> None:
     auth.init_app(app, settings.auth)
     openapi.init_app(app, settings)
     app.extensions["repository"] = FileRepository(
-        db.run_in_transaction, row_level_security=settings.db_row_level_security
+        db.run_queries, row_level_security=settings.db_row_level_security
     )
     app.extensions["upload_policy"] = UploadPolicy(settings.max_upload_bytes, settings.allowed_content_types)
 

@@ -111,7 +111,9 @@ class Database:
                 # A session setting rather than a startup ``options`` parameter,
                 # which connection poolers such as Neon's PgBouncer refuse.
                 cur.execute("SET statement_timeout = %s", (self._statement_timeout_ms,))
-            conn.autocommit = False
+            # Autocommit: each execute() is one round trip and its own transaction,
+            # with no BEGIN and COMMIT messages around it. Statements that must
+            # commit together are sent as one execute() (one implicit transaction).
         except BaseException:
             conn.close()
             raise
@@ -187,16 +189,18 @@ def _teardown(exc: BaseException | None) -> None:
     release_db()
 
 
-def run_in_transaction(work: Callable[[psycopg2.extensions.cursor], T]) -> T:
-    """Run ``work`` in one transaction; retry once on a fresh connection if the old one broke.
+def run_queries(work: Callable[[psycopg2.extensions.cursor], T]) -> T:
+    """Run ``work`` on this request's connection; retry once on a fresh one if the old one broke.
 
-    ``work`` must be safe to run twice: a connection can break after the
-    server committed but before we heard so.
+    The connection is in autocommit mode: every ``execute`` commits on its own,
+    and a string of several statements runs as one transaction. ``work`` must
+    be safe to run twice: a connection can break after the server committed
+    but before we heard so.
     """
     for attempt in (1, 2):
         conn = get_db()
         try:
-            with conn, conn.cursor() as cur:
+            with conn.cursor() as cur:
                 return work(cur)
         except psycopg2.extensions.QueryCanceledError:
             raise DatabaseUnavailable("database query timed out, try again shortly") from None
@@ -223,10 +227,10 @@ def check_database() -> None:
     """Run a trivial query bounded by a short timeout; raise ``DatabaseUnavailable`` if it fails."""
 
     def ping(cur: psycopg2.extensions.cursor) -> None:
-        cur.execute("SET LOCAL statement_timeout = %s", (READINESS_TIMEOUT_MS,))
-        cur.execute("SELECT 1")
+        # One string, one implicit transaction: SET LOCAL bounds the SELECT.
+        cur.execute("SET LOCAL statement_timeout = %s; SELECT 1", (READINESS_TIMEOUT_MS,))
 
-    run_in_transaction(ping)
+    run_queries(ping)
 
 
 def init_app(app: Flask, settings: Settings) -> None:

@@ -10,11 +10,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from psycopg2.extensions import cursor as Cursor
 
 T = TypeVar("T")
+
+
+class QueryCursor(Protocol):
+    """What the repository needs of a cursor."""
+
+    def execute(self, query: str, params: dict[str, Any], /) -> Any: ...
+
+    def fetchone(self) -> tuple[Any, ...] | None: ...
+
+
 Transaction = Callable[[Callable[[Cursor], Any]], Any]
 
 
@@ -62,6 +72,9 @@ class NewFile:
     etag: str | None
 
 
+# Committed durably (synchronous_commit stays on): a record lost in a crash
+# would leave an uploaded file its owner can no longer save; the restart test
+# in tests/test_database_restart.py crashes the server to prove it.
 INSERT_PENDING = """
     INSERT INTO pending_uploads
         (object_key, provider, user_id, file_name, content_type, declared_size, expires_at)
@@ -78,24 +91,27 @@ SELECT_PENDING = """
     WHERE object_key = %(object_key)s
 """
 
-MARK_PENDING_SAVED = """
-    UPDATE pending_uploads
-    SET saved_at = now()
-    WHERE object_key = %(object_key)s AND saved_at IS NULL
-"""
-
 # Row-level security (optional): names the user whose rows this transaction
 # may see; "true" makes it last only until the transaction ends (SET LOCAL).
-SET_ACTING_USER = "SELECT set_config('app.user_id', %(user_id)s, true)"
+# It is sent in the same string as each statement, so it shares its transaction.
+SET_ACTING_USER = "SELECT set_config('app.user_id', %(acting_user_id)s, true);"
 
 _FILE_COLUMNS = "id, {key}, file_url, user_id, file_name, content_type, size_bytes, etag, upload_timestamp"
 
+# Insert the row and mark the pending upload saved, atomically, in one round
+# trip; nothing comes back when the key already had a row.
 _INSERT_FILE = """
-    INSERT INTO {table} ({key}, file_url, user_id, file_name, content_type, size_bytes, etag)
-    VALUES (%(object_key)s, %(file_url)s, %(user_id)s, %(file_name)s, %(content_type)s,
-            %(size_bytes)s, %(etag)s)
-    ON CONFLICT ({key}) DO NOTHING
-    RETURNING {columns}
+    WITH inserted AS (
+        INSERT INTO {table} ({key}, file_url, user_id, file_name, content_type, size_bytes, etag)
+        VALUES (%(object_key)s, %(file_url)s, %(user_id)s, %(file_name)s, %(content_type)s,
+                %(size_bytes)s, %(etag)s)
+        ON CONFLICT ({key}) DO NOTHING
+        RETURNING {columns}
+    ), marked AS (
+        UPDATE pending_uploads SET saved_at = now()
+        WHERE object_key = %(object_key)s AND saved_at IS NULL AND EXISTS (SELECT 1 FROM inserted)
+    )
+    SELECT * FROM inserted
 """
 
 _SELECT_FILE_BY_KEY = """
@@ -130,6 +146,20 @@ def _stored_file(provider: str, row: tuple[Any, ...]) -> StoredFile:
     return StoredFile(row[0], provider, *row[1:])
 
 
+class _ActingUserCursor:
+    """A cursor that names the acting user in front of every statement (row-level security)."""
+
+    def __init__(self, cursor: Cursor, user_id: str):
+        self._cursor = cursor
+        self._user_id = user_id
+
+    def execute(self, query: str, params: dict[str, Any]) -> None:
+        self._cursor.execute(SET_ACTING_USER + query, {**params, "acting_user_id": self._user_id})
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        return self._cursor.fetchone()
+
+
 class FileRepository:
     """Reads and writes upload records; each call is one transaction on behalf of one user."""
 
@@ -137,16 +167,11 @@ class FileRepository:
         self._transaction = transaction
         self._row_level_security = row_level_security
 
-    def _run(self, user_id: str, work: Callable[[Cursor], T]) -> T:
+    def _run(self, user_id: str, work: Callable[[QueryCursor], T]) -> T:
         if not self._row_level_security:
             result: T = self._transaction(work)
             return result
-
-        def scoped(cur: Cursor) -> T:
-            cur.execute(SET_ACTING_USER, {"user_id": user_id})
-            return work(cur)
-
-        scoped_result: T = self._transaction(scoped)
+        scoped_result: T = self._transaction(lambda cur: work(_ActingUserCursor(cur, user_id)))
         return scoped_result
 
     def record_pending(
@@ -175,7 +200,7 @@ class FileRepository:
     def find_pending(self, object_key: str, user_id: str) -> PendingUpload | None:
         """Return the record of the presign that issued ``object_key`` (to anyone, unless RLS hides it)."""
 
-        def work(cur: Cursor) -> PendingUpload | None:
+        def work(cur: QueryCursor) -> PendingUpload | None:
             cur.execute(SELECT_PENDING, {"object_key": object_key})
             row = cur.fetchone()
             return PendingUpload(*row) if row else None
@@ -185,7 +210,7 @@ class FileRepository:
     def find_file(self, provider: str, object_key: str, user_id: str) -> StoredFile | None:
         """Return the saved row for ``object_key`` (whoever owns it, unless RLS hides it)."""
 
-        def work(cur: Cursor) -> StoredFile | None:
+        def work(cur: QueryCursor) -> StoredFile | None:
             cur.execute(FILE_QUERIES[provider]["select_by_key"], {"object_key": object_key})
             row = cur.fetchone()
             return _stored_file(provider, row) if row else None
@@ -210,14 +235,14 @@ class FileRepository:
             "etag": new.etag,
         }
 
-        def work(cur: Cursor) -> tuple[StoredFile | None, bool]:
+        def work(cur: QueryCursor) -> tuple[StoredFile | None, bool]:
             cur.execute(queries["insert"], params)
             row = cur.fetchone()
-            if row is None:
-                cur.execute(queries["select_by_key"], params)
-                existing = cur.fetchone()
-                return (_stored_file(provider, existing) if existing else None), False
-            cur.execute(MARK_PENDING_SAVED, params)
-            return _stored_file(provider, row), True
+            if row is not None:
+                return _stored_file(provider, row), True
+            # A new statement, so a new snapshot: it sees a racing save's row.
+            cur.execute(queries["select_by_key"], params)
+            existing = cur.fetchone()
+            return (_stored_file(provider, existing) if existing else None), False
 
         return self._run(new.user_id, work)
