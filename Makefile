@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint format install clean
+.PHONY: run test lint format install clean bench
 
 run: install  ## Run the service on http://localhost:3000 with local PostgreSQL and storage emulators
 	$(BIN)/python -m devstack
@@ -11,16 +11,19 @@ run: install  ## Run the service on http://localhost:3000 with local PostgreSQL 
 test: install lint  ## Run lint, type checks and the test suite
 	$(BIN)/pytest
 
+bench: install  ## Benchmark ours vs a guide-like baseline and an echo ceiling (needs wrk: apt-get install wrk)
+	$(BIN)/python -m bench
+
 lint: install  ## ruff, mypy, and the Dockerfile and compose file linters
-	$(BIN)/ruff check app devstack deploy tests
-	$(BIN)/ruff format --check app devstack deploy tests
+	$(BIN)/ruff check app devstack deploy bench tests
+	$(BIN)/ruff format --check app devstack deploy bench tests
 	$(BIN)/mypy
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 
 format:
-	$(BIN)/ruff format app devstack deploy tests
-	$(BIN)/ruff check --fix app devstack deploy tests
+	$(BIN)/ruff format app devstack deploy bench tests
+	$(BIN)/ruff check --fix app devstack deploy bench tests
 
 install: $(VENV)/.installed node_modules/.installed
 

@@ -48,6 +48,10 @@ class UnsupportedMediaType(ApiError):
     status = 415
 
 
+class TooManyRequests(ApiError):
+    status = 429
+
+
 class ServiceUnavailable(ApiError):
     status = 503
 
@@ -75,7 +79,7 @@ def _handle_api_error(error: ApiError) -> Response:
 
 def _handle_http_exception(error: HTTPException) -> Response | Any:
     if error.response is not None:
-        # Already shaped by whoever raised it (the rate limiter does).
+        # Already shaped by whoever raised it.
         return error.response
     message = error.description or error.name
     if isinstance(error, RequestEntityTooLarge):

@@ -38,7 +38,7 @@ from devstack.stack import LocalStack
 BENCH = Path(__file__).resolve().parent
 LUA = BENCH / "lua"
 RESULTS = BENCH / "results"
-SECRET = "benchmark-secret-that-is-long-enough-for-hs256"
+SECRET = "benchmark-secret-that-is-long-enough-for-hs256"  # noqa: S105 - a throwaway signing key
 BODY = json.dumps({"fileName": "bench.txt", "contentType": "text/plain"})
 
 
@@ -81,7 +81,9 @@ class Server:
         found = []
         for status in Path("/proc").glob("[0-9]*/status"):
             try:
-                fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+                fields = dict(
+                    line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line
+                )
             except OSError:
                 continue
             if fields.get("PPid", "").strip() == str(self.proc.pid):
@@ -149,10 +151,16 @@ def prepare_uploads(server: Server, count: int, token: str | None, keys_file: Pa
         session = getattr(session_local, "session", None)
         if session is None:
             session = session_local.session = requests.Session()
-        answer = session.post(f"{server.base}/presign-upload", data=BODY, headers={
-            **headers, "Content-Type": "application/json"}, timeout=30).json()
+        answer = session.post(
+            f"{server.base}/presign-upload",
+            data=BODY,
+            headers={**headers, "Content-Type": "application/json"},
+            timeout=30,
+        ).json()
         put_headers = answer.get("headers") or {"Content-Type": "text/plain"}
-        response = session.put(answer["presignedUrl"], data=b"benchmark bytes", headers=put_headers, timeout=30)
+        response = session.put(
+            answer["presignedUrl"], data=b"benchmark bytes", headers=put_headers, timeout=30
+        )
         response.raise_for_status()
         return str(answer["objectKey"])
 
@@ -175,13 +183,24 @@ def cycle(server: Server, token: str | None, seconds: float, concurrency: int) -
         while time.monotonic() < deadline:
             started = time.perf_counter()
             try:
-                answer = session.post(f"{server.base}/presign-upload", data=BODY, headers={
-                    **headers, "Content-Type": "application/json"}, timeout=30).json()
-                put = session.put(answer["presignedUrl"], data=b"cycle bytes",
-                                  headers=answer.get("headers") or {"Content-Type": "text/plain"}, timeout=30)
-                saved = session.post(f"{server.base}/save-metadata", json={
-                    "objectKey": answer["objectKey"], "publicFileUrl": answer["publicFileUrl"]},
-                    headers=headers, timeout=30)
+                answer = session.post(
+                    f"{server.base}/presign-upload",
+                    data=BODY,
+                    headers={**headers, "Content-Type": "application/json"},
+                    timeout=30,
+                ).json()
+                put = session.put(
+                    answer["presignedUrl"],
+                    data=b"cycle bytes",
+                    headers=answer.get("headers") or {"Content-Type": "text/plain"},
+                    timeout=30,
+                )
+                saved = session.post(
+                    f"{server.base}/save-metadata",
+                    json={"objectKey": answer["objectKey"], "publicFileUrl": answer["publicFileUrl"]},
+                    headers=headers,
+                    timeout=30,
+                )
                 ok = put.ok and saved.status_code in (200, 201)
             except (requests.RequestException, KeyError, ValueError):
                 ok = False
@@ -223,7 +242,8 @@ def print_table(workload: Workload) -> dict[str, Any]:
     medians = {name: median_sample(samples) for name, samples in workload.samples.items()}
     for name, sample in medians.items():
         rounds = ", ".join(f"{s.rps:.0f}" for s in workload.samples[name])
-        print(f"{name:<10} {sample.rps:>9.0f} {sample.p50_ms:>8.2f} {sample.p99_ms:>8.2f} {sample.errors:>7}  {rounds}")
+        row = f"{name:<10} {sample.rps:>9.0f} {sample.p50_ms:>8.2f} {sample.p99_ms:>8.2f} {sample.errors:>7}"
+        print(f"{row}  {rounds}")
     ratios = {}
     ours = medians.get("ours")
     if ours and "baseline" in medians:
@@ -271,7 +291,9 @@ def main(argv: list[str] | None = None) -> int:
             GUNICORN_THREADS=args.threads,
         )
         apply_migrations(database_url)
-        token = jwt.encode({"sub": "bench-user", "exp": int(time.time()) + 24 * 3600}, SECRET, algorithm="HS256")
+        token = jwt.encode(
+            {"sub": "bench-user", "exp": int(time.time()) + 24 * 3600}, SECRET, algorithm="HS256"
+        )
         ours = Server("ours", "app:create_app()", free_port(), env)
         baseline = Server("baseline", "bench.apps.baseline:create_app()", free_port(), env)
         ceiling = Server("ceiling", "bench.apps.echo:create_app()", free_port(), env)
@@ -280,8 +302,12 @@ def main(argv: list[str] | None = None) -> int:
             server.start(workdir)
         tokens = {"ours": token, "baseline": None}
 
-        presign = Workload("presign", "ours verifies a JWT, signs SigV4 and records the key; the baseline does none")
-        save = Workload("save-metadata", "ours HEADs each object first; the baseline does not check it exists")
+        presign = Workload(
+            "presign", "ours verifies a JWT, signs SigV4 and records the key; the baseline does none"
+        )
+        save = Workload(
+            "save-metadata", "ours HEADs each object first; the baseline does not check it exists"
+        )
         full = Workload("presign -> PUT -> save cycle", f"{16} concurrent clients, cycles/s")
         listing = Workload("listing", "skipped: the listing route does not exist yet")
         conn, sec = args.connections, args.seconds
@@ -290,16 +316,22 @@ def main(argv: list[str] | None = None) -> int:
             for name in ("ours", "baseline", "ceiling"):
                 server = next(s for s in servers if s.name == name)
                 path = "/echo" if name == "ceiling" else "/presign-upload"
-                sample = wrk(server.base + path, "post_json.lua", {"BODY": BODY, "TOKEN": tokens.get(name) or ""},
-                             sec, conn, args.wrk_threads)  # fmt: skip
+                wrk_env = {"BODY": BODY, "TOKEN": tokens.get(name) or ""}
+                sample = wrk(server.base + path, "post_json.lua", wrk_env, sec, conn, args.wrk_threads)
                 presign.samples.setdefault(name, []).append(sample)
             for name in ("ours", "baseline"):
                 server = next(s for s in servers if s.name == name)
                 keys_file = workdir / f"keys-{name}-{round_number}.txt"
                 expected = 4000 if name == "ours" else 1500
                 prepare_uploads(server, int(expected * sec / 8), tokens[name], keys_file)
-                sample = wrk(server.base + "/save-metadata", "save.lua",
-                             {"KEYS_FILE": str(keys_file), "TOKEN": tokens[name] or ""}, sec, conn, args.wrk_threads)
+                sample = wrk(
+                    server.base + "/save-metadata",
+                    "save.lua",
+                    {"KEYS_FILE": str(keys_file), "TOKEN": tokens[name] or ""},
+                    sec,
+                    conn,
+                    args.wrk_threads,
+                )
                 save.samples.setdefault(name, []).append(sample)  # fmt: skip
             for name in ("ours", "baseline"):
                 server = next(s for s in servers if s.name == name)
@@ -308,7 +340,11 @@ def main(argv: list[str] | None = None) -> int:
         memory = {s.name: s.worker_memory_mb() for s in servers}
         results: dict[str, Any] = {
             "when": datetime.now(UTC).isoformat(timespec="seconds"),
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+            "machine": {
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "platform": platform.platform(),
+            },
             "settings": vars(args) | {"database_tls": postgres.tls},
             "workloads": {},
         }

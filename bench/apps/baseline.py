@@ -42,7 +42,9 @@ def create_app() -> Flask:
             ExpiresIn=300,
         )
         public = f"https://{bucket}.s3.{region}.amazonaws.com/{object_key}"
-        return jsonify({"success": True, "presignedUrl": url, "objectKey": object_key, "publicFileUrl": public})
+        return jsonify(
+            {"success": True, "presignedUrl": url, "objectKey": object_key, "publicFileUrl": public}
+        )
 
     @app.post("/save-metadata")
     def save_metadata():  # type: ignore[no-untyped-def]
