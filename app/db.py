@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 RETRY_AFTER_SECONDS = "2"
+Connection = psycopg2.extensions.connection
 
 
 class DatabaseUnavailable(ServiceUnavailable):
@@ -35,12 +36,6 @@ class DatabaseUnavailable(ServiceUnavailable):
 
     def __init__(self, message: str = "database unavailable, try again shortly"):
         super().__init__(message, headers={"Retry-After": RETRY_AFTER_SECONDS})
-
-
-class _Connection(psycopg2.extensions.connection):
-    """A connection that remembers whether its session was set up."""
-
-    prepared = False
 
 
 class Database:
@@ -67,7 +62,7 @@ class Database:
         self._connect_timeout = connect_timeout
         self._statement_timeout_ms = statement_timeout_ms
         self._lock = threading.Lock()
-        self._idle: list[_Connection] = []
+        self._idle: list[Connection] = []
         self._slots = threading.BoundedSemaphore(size)
         self._pid = os.getpid()
 
@@ -92,10 +87,9 @@ class Database:
                     self._slots = threading.BoundedSemaphore(self._size)
                     self._pid = os.getpid()
 
-    def _connect(self) -> _Connection:
+    def _connect(self) -> Connection:
         conn = psycopg2.connect(
             self._dsn,
-            connection_factory=_Connection,
             connect_timeout=self._connect_timeout,
             application_name="upload-service",
             # Notice a dead peer (a Neon compute suspended, a failover) in
@@ -119,7 +113,7 @@ class Database:
             raise
         return conn
 
-    def borrow(self) -> _Connection:
+    def borrow(self) -> Connection:
         """Take a connection, waiting at most the pool timeout for a free one."""
         self._check_fork()
         slots = self._slots
@@ -139,7 +133,7 @@ class Database:
             slots.release()
             raise
 
-    def give_back(self, conn: _Connection, *, discard: bool = False) -> None:
+    def give_back(self, conn: Connection, *, discard: bool = False) -> None:
         """Return a borrowed connection, rolled back; a broken one is closed instead."""
         if self._pid != os.getpid():
             return
