@@ -29,8 +29,8 @@ _AZURE_CONTAINER_NAME = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 # s3.us-west-004.backblazeb2.com -> us-west-004
 _B2_HOST_REGION = re.compile(r"^s3\.([a-z0-9-]+)\.backblazeb2\.com$")
 
-# The storage emulator the dev stack starts answers to this; kept here so the
-# Azure connection-string shortcut below works without the dev stack.
+# Azurite's published development account (not a secret), for the
+# UseDevelopmentStorage=true shortcut and the local stack.
 AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 

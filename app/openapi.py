@@ -49,7 +49,7 @@ PRESIGN_ERRORS = ("400", "401", "413", "415", "429", "503")
 SAVE_ERRORS = ("400", "401", "403", "404", "409", "413", "415", "429", "502", "503", "504")
 
 
-def _presign_operation(summary: str, provider: str | None) -> dict[str, Any]:
+def _presign_operation(summary: str) -> dict[str, Any]:
     return {
         "summary": summary,
         "tags": ["uploads"],
@@ -62,11 +62,10 @@ def _presign_operation(summary: str, provider: str | None) -> dict[str, Any]:
             "200": _json(_ref("PresignResponse"), "A signed upload request for a new object key."),
             **_errors(*PRESIGN_ERRORS),
         },
-        "x-provider": provider,
     }
 
 
-def _save_operation(summary: str, provider: str | None) -> dict[str, Any]:
+def _save_operation(summary: str) -> dict[str, Any]:
     return {
         "summary": summary,
         "tags": ["uploads"],
@@ -77,7 +76,6 @@ def _save_operation(summary: str, provider: str | None) -> dict[str, Any]:
             "200": _json(_ref("SaveResponse"), "The upload had already been recorded for this user."),
             **_errors(*SAVE_ERRORS),
         },
-        "x-provider": provider,
     }
 
 
@@ -222,20 +220,16 @@ def build_document(settings: Settings) -> dict[str, Any]:
     paths: dict[str, Any] = {}
     for provider in PROVIDERS:
         paths[f"/{provider}/presign-upload"] = {
-            "post": _presign_operation(f"Presign an upload to {provider}", provider)
+            "post": _presign_operation(f"Presign an upload to {provider}")
         }
         paths[f"/{provider}/save-metadata"] = {
-            "post": _save_operation(f"Record an object uploaded to {provider}", provider)
+            "post": _save_operation(f"Record an object uploaded to {provider}")
         }
-    paths["/presign-upload"] = {
-        "post": _presign_operation("The S3 and R2 guides' route (DEFAULT_PROVIDER)", None)
-    }
-    paths["/save-metadata"] = {
-        "post": _save_operation("The guides' save route (the key's own provider)", None)
-    }
-    paths["/presign-b2-upload"] = {"post": _presign_operation("The B2 guide's presign route", "b2")}
-    paths["/save-b2-metadata"] = {"post": _save_operation("The B2 guide's save route", "b2")}
-    paths["/generate-upload-sas"] = {"post": _presign_operation("The Azure guide's SAS route", "azure")}
+    paths["/presign-upload"] = {"post": _presign_operation("The S3 and R2 guides' route (DEFAULT_PROVIDER)")}
+    paths["/save-metadata"] = {"post": _save_operation("The guides' save route (the key's own provider)")}
+    paths["/presign-b2-upload"] = {"post": _presign_operation("The B2 guide's presign route")}
+    paths["/save-b2-metadata"] = {"post": _save_operation("The B2 guide's save route")}
+    paths["/generate-upload-sas"] = {"post": _presign_operation("The Azure guide's SAS route")}
     paths["/providers"] = {
         "get": {
             "summary": "List the enabled providers",
@@ -276,9 +270,6 @@ def build_document(settings: Settings) -> dict[str, Any]:
             },
         }
     }
-    for item in paths.values():
-        for operation in item.values():
-            operation.pop("x-provider", None)
     return {
         "openapi": "3.1.0",
         "info": {

@@ -40,7 +40,7 @@ def healthz() -> Response:
 def readyz() -> tuple[Response, int]:
     """Readiness: the database answers a short query; each provider's configuration is reported."""
     providers: dict[str, StorageProvider] = current_app.extensions["storage"]
-    missing: dict[str, tuple[str, ...]] = current_app.extensions["storage_missing"]
+    missing = current_app.extensions["settings"].missing
     report: dict[str, Any] = {}
     for name in PROVIDERS:
         if name in providers:

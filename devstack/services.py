@@ -21,13 +21,11 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from app.config import AZURITE_ACCOUNT, AZURITE_KEY
+
 log = logging.getLogger("devstack")
 
 ROOT = Path(__file__).resolve().parent.parent
-
-AZURITE_ACCOUNT = "devstoreaccount1"
-# Azurite's published development key: not a secret.
-AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import Flask, current_app
 
-from ..config import PROVIDERS, AzureSettings, Settings
-from ..errors import NotFound, ServiceUnavailable
+from ..config import AzureSettings, Settings
+from ..errors import ServiceUnavailable
 from .base import ObjectInfo, PresignedUpload, StorageError, StorageProvider, StorageTimeout
 
 __all__ = [
@@ -53,9 +53,7 @@ def get_provider(name: str) -> StorageProvider:
     provider = providers.get(name)
     if provider is not None:
         return provider
-    if name not in PROVIDERS:
-        raise NotFound(f"unknown provider {name!r}; expected one of {', '.join(PROVIDERS)}")
-    missing: dict[str, tuple[str, ...]] = current_app.extensions["storage_missing"]
+    missing = current_app.extensions["settings"].missing
     names = ", ".join(missing.get(name, ())) or "its variables"
     raise ServiceUnavailable(f"provider {name!r} is not configured: set {names}")
 
@@ -63,4 +61,3 @@ def get_provider(name: str) -> StorageProvider:
 def init_app(app: Flask, settings: Settings) -> None:
     """Build the app's providers."""
     app.extensions["storage"] = build_providers(settings)
-    app.extensions["storage_missing"] = dict(settings.missing)
