@@ -268,7 +268,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wrk-threads", type=int, default=2)
     parser.add_argument("--workers", default="2", help="gunicorn workers for every server")
     parser.add_argument("--threads", default="4", help="gunicorn threads per worker")
+    parser.add_argument(
+        "--only",
+        default="presign,save,cycle",
+        help="comma-separated workloads to run (presign, save, cycle); default all",
+    )
     args = parser.parse_args(argv)
+    chosen = {name.strip() for name in args.only.split(",") if name.strip()}
+    unknown = chosen - {"presign", "save", "cycle"}
+    if unknown:
+        parser.error(f"unknown workload(s) in --only: {', '.join(sorted(unknown))}")
     if shutil.which("wrk") is None:
         print("wrk not found: install it (Debian: apt-get install wrk)", file=sys.stderr)
         return 2
@@ -313,13 +322,13 @@ def main(argv: list[str] | None = None) -> int:
         conn, sec = args.connections, args.seconds
         for round_number in range(1, args.rounds + 1):
             print(f"round {round_number}/{args.rounds} ...", flush=True)
-            for name in ("ours", "baseline", "ceiling"):
+            for name in ("ours", "baseline", "ceiling") if "presign" in chosen else ():
                 server = next(s for s in servers if s.name == name)
                 path = "/echo" if name == "ceiling" else "/presign-upload"
                 wrk_env = {"BODY": BODY, "TOKEN": tokens.get(name) or ""}
                 sample = wrk(server.base + path, "post_json.lua", wrk_env, sec, conn, args.wrk_threads)
                 presign.samples.setdefault(name, []).append(sample)
-            for name in ("ours", "baseline"):
+            for name in ("ours", "baseline") if "save" in chosen else ():
                 server = next(s for s in servers if s.name == name)
                 keys_file = workdir / f"keys-{name}-{round_number}.txt"
                 expected = 4000 if name == "ours" else 1500
@@ -333,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
                     args.wrk_threads,
                 )
                 save.samples.setdefault(name, []).append(sample)  # fmt: skip
-            for name in ("ours", "baseline"):
+            for name in ("ours", "baseline") if "cycle" in chosen else ():
                 server = next(s for s in servers if s.name == name)
                 full.samples.setdefault(name, []).append(cycle(server, tokens[name], sec, 16))
 
@@ -351,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nwrk {conn} connections, {sec:.0f} s runs, {args.rounds} interleaved rounds; "
               f"gunicorn {args.workers} workers x {args.threads} threads; medians over rounds")  # fmt: skip
         for workload in (presign, save, full):
+            if not workload.samples:
+                continue
             results["workloads"][workload.name] = print_table(workload)
         print(f"\n## listing  ({listing.note})")
         results["workloads"]["listing"] = {"note": listing.note}
