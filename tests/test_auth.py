@@ -14,6 +14,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from app.auth import VerifiedTokens
 from app.config import ConfigError, load_settings
 from tests.tokens import AUDIENCE, HS_SECRET, ISSUER, JwksServer, KeyPair, bearer, hs256, unsigned
 
@@ -248,3 +249,47 @@ def test_secret_or_jwks_alone_selects_jwt_mode() -> None:
     assert load_settings({**DB, "AUTH_JWT_SECRET": HS_SECRET}).auth.mode == "jwt"
     assert load_settings({**DB, "AUTH_JWKS_URL": "https://x.example/jwks.json"}).auth.mode == "jwt"
     assert "jwt_secret" not in repr(load_settings({**DB, "AUTH_JWT_SECRET": HS_SECRET}))
+
+
+# A verified token is remembered briefly, never past its exp.
+
+
+def test_a_remembered_token_still_expires_on_time(make_app: Callable[..., Flask]) -> None:
+    app = make_app(AUTH_MODE=None, AUTH_JWT_SECRET=HS_SECRET, AUTH_JWT_LEEWAY_SECONDS="0")
+    client = app.test_client()
+    token = hs256("alice", exp=int(time.time()) + 2)
+    assert client.post("/s3/presign-upload", json=GOOD, headers=bearer(token)).status_code == 200
+    assert client.post("/s3/presign-upload", json=GOOD, headers=bearer(token)).status_code == 200
+    time.sleep(max(0.0, jwt_exp(token) - time.time()) + 0.2)
+    refused(client.post("/s3/presign-upload", json=GOOD, headers=bearer(token)), "token has expired")
+
+
+def test_a_remembered_token_is_checked_again_after_the_ttl() -> None:
+    remembered = VerifiedTokens(ttl=0.2)
+    remembered.add("t", "alice", expires_at=time.time() + 3600)
+    assert remembered.get("t") == "alice"
+    time.sleep(0.3)
+    assert remembered.get("t") is None
+
+
+def test_remembered_tokens_are_bounded_oldest_first() -> None:
+    remembered = VerifiedTokens(max_entries=2)
+    for n in range(3):
+        remembered.add(f"t{n}", f"user{n}", expires_at=time.time() + 3600)
+    assert [remembered.get(f"t{n}") for n in range(3)] == [None, "user1", "user2"]
+
+
+def test_a_token_differing_by_one_character_is_verified_afresh(hs_client: FlaskClient) -> None:
+    token = hs256("alice")
+    assert hs_client.post("/s3/presign-upload", json=GOOD, headers=bearer(token)).status_code == 200
+    head, payload, signature = token.split(".")
+    tampered = f"{head}.{payload}.{signature[:-2]}{'A' if signature[-2] != 'A' else 'B'}{signature[-1]}"
+    refused(
+        hs_client.post("/s3/presign-upload", json=GOOD, headers=bearer(tampered)),
+        "token signature is invalid",
+    )
+
+
+def jwt_exp(token: str) -> float:
+    payload = token.split(".")[1]
+    return float(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["exp"])
