@@ -93,6 +93,8 @@ def _start_request() -> None:
 
 def _finish_request(response: Response) -> Response:
     response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
+    if not access_log.isEnabledFor(logging.INFO):
+        return response
     started = g.get("request_started")
     access_log.info(
         "request",
