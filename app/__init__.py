@@ -17,6 +17,8 @@ from .repository import FileRepository
 from .status import bp as status_bp
 from .storage import commands as storage_commands
 from .uploads.policy import UploadPolicy
+from .uploads.recorder import PendingRecorder
+from .uploads.service import UploadService
 from .uploads.views import bp as uploads_bp
 from .uploads.views import guides_bp
 
@@ -56,10 +58,14 @@ def register_extensions(app: Flask, settings: Settings) -> None:
     storage.init_app(app, settings)
     auth.init_app(app, settings.auth)
     openapi.init_app(app, settings)
-    app.extensions["repository"] = FileRepository(
-        db.run_queries, row_level_security=settings.db_row_level_security
+    rls = settings.db_row_level_security
+    # Presign records are written by a background thread, on connections of its own borrowing.
+    background = FileRepository(db.run_outside_request(db.get_database(app)), row_level_security=rls)
+    app.extensions["uploads"] = UploadService(
+        FileRepository(db.run_queries, row_level_security=rls),
+        UploadPolicy(settings.max_upload_bytes, settings.allowed_content_types),
+        PendingRecorder(background.record_pending_batch),
     )
-    app.extensions["upload_policy"] = UploadPolicy(settings.max_upload_bytes, settings.allowed_content_types)
 
 
 def register_blueprints(app: Flask) -> None:

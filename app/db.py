@@ -183,16 +183,21 @@ def _teardown(exc: BaseException | None) -> None:
     release_db()
 
 
-def run_queries(work: Callable[[psycopg2.extensions.cursor], T]) -> T:
-    """Run ``work`` on this request's connection; retry once on a fresh one if the old one broke.
+def _run_with_retry(
+    work: Callable[[psycopg2.extensions.cursor], T],
+    borrow: Callable[[], Connection],
+    give_back: Callable[[Connection, bool], None],
+) -> T:
+    """Run ``work`` on a borrowed connection; retry once on a fresh one if the old one broke.
 
     The connection is in autocommit mode: every ``execute`` commits on its own,
     and a string of several statements runs as one transaction. ``work`` must
     be safe to run twice: a connection can break after the server committed
-    but before we heard so.
+    but before we heard so. ``give_back(conn, broken)`` is called only for a
+    connection that failed; the caller returns a healthy one.
     """
     for attempt in (1, 2):
-        conn = get_db()
+        conn = borrow()
         try:
             with conn.cursor() as cur:
                 return work(cur)
@@ -206,12 +211,40 @@ def run_queries(work: Callable[[psycopg2.extensions.cursor], T]) -> T:
             ) from None
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
             alive = conn.closed == 0
-            release_db(discard=not alive)
+            give_back(conn, not alive)
             if alive or attempt == 2:
                 log.warning("database error: %s", type(exc).__name__)
                 raise DatabaseUnavailable() from None
             log.info("database connection broke, retrying on a fresh one")
     raise AssertionError("unreachable")
+
+
+def run_queries(work: Callable[[psycopg2.extensions.cursor], T]) -> T:
+    """Run ``work`` on this request's connection (see ``_run_with_retry``)."""
+    return _run_with_retry(work, get_db, lambda _conn, broken: release_db(discard=broken))
+
+
+def run_outside_request(database: Database) -> Callable[[Callable[[psycopg2.extensions.cursor], T]], T]:
+    """Return a ``run_queries`` for background threads: each call borrows and returns its own connection."""
+
+    def run(work: Callable[[psycopg2.extensions.cursor], T]) -> T:
+        held: list[Connection] = []
+
+        def borrow() -> Connection:
+            held.append(database.borrow())
+            return held[-1]
+
+        def give_back(conn: Connection, broken: bool) -> None:
+            held.remove(conn)
+            database.give_back(conn, discard=broken)
+
+        try:
+            return _run_with_retry(work, borrow, give_back)
+        finally:
+            for conn in held:
+                database.give_back(conn)
+
+    return run
 
 
 READINESS_TIMEOUT_MS = 1000

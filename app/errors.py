@@ -48,6 +48,10 @@ class UnsupportedMediaType(ApiError):
     status = 415
 
 
+class UnprocessableEntity(ApiError):
+    status = 422
+
+
 class TooManyRequests(ApiError):
     status = 429
 

@@ -7,7 +7,9 @@ Their names come from a fixed table below, never from input.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
@@ -72,17 +74,21 @@ class NewFile:
     etag: str | None
 
 
-# Committed durably (synchronous_commit stays on): a record lost in a crash
-# would leave an uploaded file its owner can no longer save; the restart test
-# in tests/test_database_restart.py crashes the server to prove it.
-INSERT_PENDING = """
+# Presign records, written behind the response in batches (app/uploads/recorder.py):
+# the key's own tags prove ownership at save, so a presign never waits for this.
+# The batch travels as one JSON array of arrays: json.dumps is C, where
+# adapting eight Python lists for unnest() cost ~4x as much per row.
+# ``created_at`` is the presign's own time (epoch seconds), whenever the batch lands.
+INSERT_PENDING_BATCH = """
     INSERT INTO pending_uploads
-        (object_key, provider, user_id, file_name, content_type, declared_size, expires_at)
-    VALUES
-        (%(object_key)s, %(provider)s, %(user_id)s, %(file_name)s, %(content_type)s,
-         %(declared_size)s, %(expires_at)s)
+        (object_key, provider, user_id, file_name, content_type, declared_size, created_at, expires_at)
+    SELECT r->>0, r->>1, r->>2, r->>3, r->>4, (r->>5)::bigint,
+           to_timestamp((r->>6)::float8), to_timestamp((r->>7)::float8)
+    FROM json_array_elements(%(records)s::json) AS r
     ON CONFLICT (object_key) DO NOTHING
 """
+
+SELECT_SECRET = "SELECT secret FROM service_secrets WHERE name = %(name)s"  # noqa: S105 - a query
 
 SELECT_PENDING = """
     SELECT object_key, provider, user_id, file_name, content_type, declared_size,
@@ -98,8 +104,10 @@ SET_ACTING_USER = "SELECT set_config('app.user_id', %(acting_user_id)s, true);"
 
 _FILE_COLUMNS = "id, {key}, file_url, user_id, file_name, content_type, size_bytes, etag, upload_timestamp"
 
-# Insert the row and mark the pending upload saved, atomically, in one round
-# trip; nothing comes back when the key already had a row.
+# Insert the row and mark its presign record saved, atomically, in one round
+# trip; nothing comes back when the key already had a row. The record is
+# created here if its batch has not landed yet, so the late batch finds it
+# and a sweep never takes a saved upload for an abandoned one.
 _INSERT_FILE = """
     WITH inserted AS (
         INSERT INTO {table} ({key}, file_url, user_id, file_name, content_type, size_bytes, etag)
@@ -108,8 +116,12 @@ _INSERT_FILE = """
         ON CONFLICT ({key}) DO NOTHING
         RETURNING {columns}
     ), marked AS (
-        UPDATE pending_uploads SET saved_at = now()
-        WHERE object_key = %(object_key)s AND saved_at IS NULL AND EXISTS (SELECT 1 FROM inserted)
+        INSERT INTO pending_uploads
+            (object_key, provider, user_id, file_name, content_type, declared_size, expires_at, saved_at)
+        SELECT %(object_key)s, %(provider)s, %(user_id)s, %(file_name)s, coalesce(%(content_type)s, ''),
+               %(size_bytes)s, now(), now()
+        FROM inserted
+        ON CONFLICT (object_key) DO UPDATE SET saved_at = now() WHERE pending_uploads.saved_at IS NULL
     )
     SELECT * FROM inserted
 """
@@ -140,6 +152,10 @@ def _file_queries(table: str, key: str) -> dict[str, str]:
 FILE_QUERIES: dict[str, dict[str, str]] = {
     provider: _file_queries(table, key) for provider, (table, key) in FILE_TABLES.items()
 }
+
+
+def _execute(query: str, params: dict[str, Any], cur: QueryCursor) -> None:
+    cur.execute(query, params)
 
 
 def _stored_file(provider: str, row: tuple[Any, ...]) -> StoredFile:
@@ -174,28 +190,43 @@ class FileRepository:
         scoped_result: T = self._transaction(lambda cur: work(_ActingUserCursor(cur, user_id)))
         return scoped_result
 
-    def record_pending(
-        self,
-        *,
-        object_key: str,
-        provider: str,
-        user_id: str,
-        file_name: str,
-        content_type: str,
-        declared_size: int | None,
-        expires_at: datetime,
-    ) -> None:
-        """Remember that ``object_key`` was issued to ``user_id``."""
-        params = {
-            "object_key": object_key,
-            "provider": provider,
-            "user_id": user_id,
-            "file_name": file_name,
-            "content_type": content_type,
-            "declared_size": declared_size,
-            "expires_at": expires_at,
-        }
-        self._run(user_id, lambda cur: cur.execute(INSERT_PENDING, params))
+    def record_pending_batch(self, records: Sequence[PendingUpload]) -> None:
+        """Remember who each key was issued to; keys already recorded are left alone."""
+        by_user: dict[str, list[PendingUpload]] = {}
+        if self._row_level_security:
+            # Each user's rows are written in a transaction that names that user.
+            for record in records:
+                by_user.setdefault(record.user_id, []).append(record)
+        else:
+            by_user[""] = list(records)
+        for user_id, batch in by_user.items():
+            records_json = json.dumps(
+                [
+                    (
+                        r.object_key,
+                        r.provider,
+                        r.user_id,
+                        r.file_name,
+                        r.content_type,
+                        r.declared_size,
+                        r.created_at.timestamp(),
+                        r.expires_at.timestamp(),
+                    )
+                    for r in batch
+                ]
+            )
+            params = {"records": records_json}
+            self._run(user_id, functools.partial(_execute, INSERT_PENDING_BATCH, params))
+
+    def load_secret(self, name: str) -> bytes | None:
+        """Return one of the service's own secrets (``service_secrets``), or None if missing."""
+
+        def work(cur: QueryCursor) -> bytes | None:
+            cur.execute(SELECT_SECRET, {"name": name})
+            row = cur.fetchone()
+            return bytes(row[0]) if row else None
+
+        return self._run("", work)
 
     def find_pending(self, object_key: str, user_id: str) -> PendingUpload | None:
         """Return the record of the presign that issued ``object_key`` (to anyone, unless RLS hides it)."""
@@ -227,6 +258,7 @@ class FileRepository:
         queries = FILE_QUERIES[provider]
         params = {
             "object_key": new.object_key,
+            "provider": provider,
             "file_url": new.file_url,
             "user_id": new.user_id,
             "file_name": new.file_name,

@@ -10,6 +10,7 @@ import os
 import sys
 
 from dotenv import load_dotenv
+from gunicorn.glogging import Logger
 
 from app.config import ConfigError, load_settings
 from app.observability import logging_config
@@ -51,12 +52,30 @@ keepalive = _int("GUNICORN_KEEPALIVE", 5)
 worker_connections = _int("GUNICORN_WORKER_CONNECTIONS", threads * 8)
 # Forwarded headers are ProxyFix's job (TRUSTED_PROXY_COUNT), not gunicorn's.
 forwarded_allow_ips = ""
+
+
+class AppWritesAccessLog(Logger):
+    """gunicorn's logger without its access line: the app writes its own, as JSON.
+
+    With ``logconfig_dict`` set, gunicorn builds every access line's fields
+    (about 7% of a worker's time, measured with py-spy under wrk) even though
+    its access logger is silenced.
+    """
+
+    access_log_enabled = False
+
+    def access(self, resp: object, req: object, environ: object, request_time: object) -> None:
+        return None
+
+
 # The app writes one JSON access line per request itself.
 accesslog = None
+logger_class = AppWritesAccessLog
 logconfig_dict = logging_config(os.environ.get("LOG_LEVEL", "INFO").upper())
 control_socket_disable = True
-# One database connection per thread: the pool never makes a thread wait.
-os.environ.setdefault("DB_POOL_SIZE", str(threads))
+# One database connection per thread, plus one for the thread that writes
+# presign records behind the answers: the pool never makes a thread wait.
+os.environ.setdefault("DB_POOL_SIZE", str(threads + 1))
 
 
 def post_worker_init(worker: object) -> None:

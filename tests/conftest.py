@@ -22,6 +22,7 @@ from app import create_app
 from app.db import get_database
 from app.migrations import apply_migrations
 from devstack.stack import LocalStack
+from tests.helpers import recorder
 
 
 @pytest.fixture(scope="session")
@@ -111,7 +112,16 @@ def make_app(app_env: dict[str, str]) -> Iterator[Callable[..., Flask]]:
 
     yield make
     for app in apps:
-        get_database(app).close()
+        close_app(app)
+
+
+def close_app(app: Flask) -> None:
+    """Write what the app still has queued, stop its writer, close its connections."""
+    recorder(app).close(timeout=3)
+    get_database(app).close()
+
+
+_SESSION_APPS: list[Flask] = []
 
 
 @pytest.fixture(scope="session")
@@ -119,8 +129,9 @@ def app(app_env: dict[str, str]) -> Iterator[Flask]:
     """Return the app configured for all four providers."""
     application = create_app(app_env)
     application.config["TESTING"] = True
+    _SESSION_APPS.append(application)
     yield application
-    get_database(application).close()
+    close_app(application)
 
 
 @pytest.fixture
@@ -151,6 +162,9 @@ def _empty_tables(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
         return
     dsn = request.getfixturevalue("database_url")
+    # Nothing an earlier test presigned may land in this test's tables.
+    for app in _SESSION_APPS:
+        recorder(app).flush(timeout=10)
     conn = psycopg2.connect(dsn)
     conn.autocommit = True
     with conn.cursor() as cur:

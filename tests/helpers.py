@@ -6,7 +6,11 @@ from typing import Any
 
 import psycopg2.extensions
 import requests
+from flask import Flask
 from flask.testing import FlaskClient
+
+from app.uploads.recorder import PendingRecorder
+from app.uploads.service import UploadService
 
 PROVIDERS = ("s3", "r2", "b2", "azure")
 S3_FAMILY = ("s3", "r2", "b2")
@@ -43,6 +47,12 @@ def save(client: FlaskClient, provider: str, key: str, user: str | None = None) 
     """Call save-metadata for ``key``."""
     headers = {"X-User-Id": user} if user else {}
     return client.post(f"/{provider}/save-metadata", json={"objectKey": key}, headers=headers)
+
+
+def recorder(app: Flask) -> PendingRecorder:
+    """Return the app's queue of presign records (written behind presign's answers)."""
+    uploads: UploadService = app.extensions["uploads"]
+    return uploads.recorder
 
 
 def rows(conn: psycopg2.extensions.connection, provider: str) -> list[dict[str, Any]]:

@@ -59,11 +59,14 @@ def test_unreachable_database_answers_503_with_retry_after(make_app: Callable[..
 
 def test_exhausted_pool_answers_503_quickly(make_app: Callable[..., Flask]) -> None:
     app = make_app(DB_POOL_SIZE="1", DB_POOL_TIMEOUT_SECONDS="0.2")
+    client = app.test_client()
+    presigned = presign(client, "s3")
+    put(presigned, b"waiting for a connection")
     database = get_database(app)
     held = database.borrow()
     try:
         started = time.monotonic()
-        response = app.test_client().post("/s3/presign-upload", json=GOOD)
+        response = save(client, "s3", presigned["objectKey"])
         elapsed = time.monotonic() - started
     finally:
         database.give_back(held)
@@ -71,17 +74,20 @@ def test_exhausted_pool_answers_503_quickly(make_app: Callable[..., Flask]) -> N
     assert response.get_json()["error"] == "database busy: no free connection, try again shortly"
     assert elapsed < 2
     # The slot came back: the next request succeeds.
-    assert app.test_client().post("/s3/presign-upload", json=GOOD).status_code == 200
+    assert save(client, "s3", presigned["objectKey"]).status_code == 201
 
 
 def test_statement_timeout_bounds_a_blocked_query(make_app: Callable[..., Flask], database_url: str) -> None:
     app = make_app(DB_STATEMENT_TIMEOUT_MS="200")
+    client = app.test_client()
+    presigned = presign(client, "s3")
+    put(presigned, b"blocked")
     blocker = psycopg2.connect(database_url)
     try:
         with blocker.cursor() as cur:
-            cur.execute("LOCK TABLE pending_uploads IN ACCESS EXCLUSIVE MODE")
+            cur.execute("LOCK TABLE s3_files IN ACCESS EXCLUSIVE MODE")
         started = time.monotonic()
-        response = app.test_client().post("/s3/presign-upload", json=GOOD)
+        response = save(client, "s3", presigned["objectKey"])
         elapsed = time.monotonic() - started
     finally:
         blocker.rollback()
@@ -89,7 +95,7 @@ def test_statement_timeout_bounds_a_blocked_query(make_app: Callable[..., Flask]
     assert response.status_code == 503
     assert response.get_json()["error"] == "database query timed out, try again shortly"
     assert elapsed < 3
-    assert app.test_client().post("/s3/presign-upload", json=GOOD).status_code == 200
+    assert save(client, "s3", presigned["objectKey"]).status_code == 201
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Object keys: the client's file name, cleaned."""
+"""Object keys: the client's file name, cleaned, and the tags that say whose a key is."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from app.uploads.keys import MAX_NAME_BYTES, clean_file_name, new_object_key
+from app.uploads.keys import MAX_NAME_BYTES, KeySigner, clean_file_name
 
 
 @pytest.mark.parametrize(
@@ -48,7 +48,57 @@ def test_clean_file_name_never_splits_a_character() -> None:
     cleaned.encode("utf-8").decode("utf-8")
 
 
-def test_new_object_key_is_uuid4_dash_name() -> None:
-    key = new_object_key("a.txt")
-    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}-a\.txt", key)
-    assert new_object_key("a.txt") != key
+SIGNER = KeySigner(b"k" * 32)
+
+
+def test_issued_key_is_forty_hex_digits_dash_name_and_fresh_each_time() -> None:
+    key = SIGNER.issue("s3", "alice", "a.txt", "text/plain", 5)
+    assert re.fullmatch(r"[0-9a-f]{40}-a\.txt", key)
+    assert SIGNER.issue("s3", "alice", "a.txt", "text/plain", 5) != key
+    assert SIGNER.is_tagged(key)
+
+
+def test_issued_key_belongs_to_its_user_and_provider_only() -> None:
+    key = SIGNER.issue("r2", "alice", "photo.png", "image/png", None)
+    assert SIGNER.issued_to(key, "r2", "alice")
+    assert not SIGNER.issued_to(key, "r2", "alice2")
+    assert not SIGNER.issued_to(key, "s3", "alice")
+    assert not KeySigner(b"x" * 32).issued_to(key, "r2", "alice")
+
+
+def test_any_change_to_the_key_breaks_its_owner_tag() -> None:
+    key = SIGNER.issue("s3", "alice", "a.txt", "text/plain", None)
+    assert not SIGNER.issued_to(key[:-5] + "b.txt", "s3", "alice")
+    flipped = ("0" if key[3] != "0" else "1").join((key[:3], key[4:]))
+    assert not SIGNER.issued_to(flipped, "s3", "alice")
+
+
+def test_user_ids_cannot_be_shifted_into_the_provider() -> None:
+    # Length-prefixed fields: ("s3", "x\x00y") and ("s3\x00x", "y") differ.
+    key = SIGNER.issue("s3", "x\x00y", "a.txt", "text/plain", None)
+    assert not SIGNER.issued_to(key, "s3\x00x", "y")
+
+
+def test_spec_tag_checks_type_and_declared_size() -> None:
+    sized = SIGNER.issue("azure", "alice", "a.txt", "text/plain", 10)
+    assert SIGNER.matches_presign(sized, "text/plain", 10)
+    assert not SIGNER.matches_presign(sized, "text/plain", 11)
+    assert not SIGNER.matches_presign(sized, "text/plain", 9)
+    assert not SIGNER.matches_presign(sized, "text/html", 10)
+    unsized = SIGNER.issue("azure", "alice", "a.txt", "text/plain", None)
+    assert SIGNER.matches_presign(unsized, "text/plain", 123456)
+    assert not SIGNER.matches_presign(unsized, "image/png", 123456)
+
+
+@pytest.mark.parametrize(
+    "key", ["", "a.txt", "3f8e2c1a-0b5c-4d2e-9f1a-2b3c4d5e6f70-a.txt", "0" * 40, "0" * 40 + "-"]
+)
+def test_keys_in_other_forms_are_untagged_and_owned_by_nobody(key: str) -> None:
+    assert not SIGNER.is_tagged(key)
+    assert not SIGNER.issued_to(key, "s3", "alice")
+    assert not SIGNER.matches_presign(key, "text/plain", 1)
+
+
+def test_a_short_secret_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least 32 bytes"):
+        KeySigner(b"short")

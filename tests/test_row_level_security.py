@@ -11,7 +11,7 @@ import pytest
 from flask import Flask
 
 from app.migrations import apply_migrations, pending_migrations
-from tests.helpers import PROVIDERS, presign, put, save
+from tests.helpers import PROVIDERS, presign, put, recorder, save
 
 pytestmark = pytest.mark.integration
 
@@ -66,14 +66,17 @@ def test_upload_flow_works_under_rls_and_rows_stay_private(
     assert save(client, provider, presigned["objectKey"], user="alice").status_code == 201
     assert save(client, provider, presigned["objectKey"], user="alice").status_code == 200
 
-    # Bob cannot even learn the key exists, let alone claim it.
+    # Bob cannot claim it; the answer is the same whether or not the key exists.
     response = save(client, provider, presigned["objectKey"], user="bob")
-    assert response.status_code == 404
+    assert response.status_code == 403
+    assert response.get_json()["error"] == "objectKey was not issued to this user"
 
     table = {"s3": "s3_files", "r2": "r2_files", "b2": "b2_files", "azure": "azure_files"}[provider]
     assert visible_rows(app_dsn, table, "alice") == 1
     assert visible_rows(app_dsn, table, "bob") == 0
     assert visible_rows(app_dsn, table, None) == 0  # a query that forgets to say whose: nothing
+    assert recorder(app).flush()  # presign records are written under RLS too, as their user
+    assert visible_rows(app_dsn, "pending_uploads", "alice") == 1
     assert visible_rows(app_dsn, "pending_uploads", "bob") == 0
     assert visible_rows(owner_dsn, table, None) == 1  # the owner (migrations, operators) sees all
 

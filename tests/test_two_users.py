@@ -49,7 +49,7 @@ def test_bob_cannot_save_alices_key_on_any_route(
         for field in ("objectKey", "blobName") if provider == "azure" else ("objectKey",):
             response = client.post(path, json={field: presigned["objectKey"]}, headers=BOB)
             assert response.status_code == 403, (path, field)
-            assert response.get_json()["error"] == f"{field} was issued to another user"
+            assert response.get_json()["error"] == f"{field} was not issued to this user"
     assert rows(db, provider) == []
     # Alice's own save still works afterwards, and bob still cannot claim the saved row.
     assert (

@@ -11,7 +11,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app.storage import get_provider
-from tests.helpers import PROVIDERS, S3_FAMILY, presign, put, rows, save
+from tests.helpers import PROVIDERS, S3_FAMILY, presign, put, recorder, rows, save
 
 pytestmark = pytest.mark.integration
 
@@ -90,6 +90,7 @@ def test_azure_upload_larger_than_declared_is_deleted_and_refused(
     presigned = presign(client, "azure", "a.png", "image/png", file_size=4)
     # An Azure SAS cannot bind the length, so the PUT itself succeeds.
     assert put(presigned, b"x" * 9).status_code == 201
+    recorder(small_app).flush()  # the exact reason comes from the presign record
     response = save(client, "azure", presigned["objectKey"])
     assert response.status_code == 413
     assert (
@@ -107,10 +108,47 @@ def test_azure_upload_with_another_content_type_is_deleted_and_refused(
     presigned = presign(client, "azure", "a.png", "image/png", file_size=4)
     # An Azure SAS cannot bind the type either: an HTML "image" gets stored.
     assert put(presigned, b"<b/>", **{"Content-Type": "text/html"}).status_code == 201
+    recorder(small_app).flush()
     response = save(client, "azure", presigned["objectKey"])
     assert response.status_code == 415
     assert response.get_json()["error"] == (
         "the uploaded file's content type text/html is not the image/png it was presigned for; it was deleted"
+    )
+    assert not object_exists(small_app, "azure", presigned["objectKey"])
+    assert rows(db, "azure") == []
+
+
+def test_azure_upload_smaller_than_declared_is_deleted_and_refused(
+    small_app: Flask, db: psycopg2.extensions.connection
+) -> None:
+    client = small_app.test_client()
+    presigned = presign(client, "azure", "a.png", "image/png", file_size=8)
+    assert put(presigned, b"x" * 3).status_code == 201
+    recorder(small_app).flush()
+    response = save(client, "azure", presigned["objectKey"])
+    assert response.status_code == 422
+    assert (
+        response.get_json()["error"]
+        == "the uploaded file is 3 bytes, fewer than the 8 declared; it was deleted"
+    )
+    assert not object_exists(small_app, "azure", presigned["objectKey"])
+    assert rows(db, "azure") == []
+
+
+def test_azure_mismatch_is_refused_even_before_the_presign_record_lands(
+    small_app: Flask, db: psycopg2.extensions.connection
+) -> None:
+    client = small_app.test_client()
+    presigned = presign(client, "azure", "a.png", "image/png", file_size=4)
+    assert put(presigned, b"<b/>", **{"Content-Type": "text/html"}).status_code == 201
+    # The record is gone (as if its worker died before writing it): the key's
+    # spec tag alone shows the object is not what was presigned.
+    recorder(small_app).flush()
+    db.cursor().execute("DELETE FROM pending_uploads")
+    response = save(client, "azure", presigned["objectKey"])
+    assert response.status_code == 422
+    assert response.get_json()["error"] == (
+        "the uploaded file (4 bytes, text/html) is not what objectKey was presigned for; it was deleted"
     )
     assert not object_exists(small_app, "azure", presigned["objectKey"])
     assert rows(db, "azure") == []

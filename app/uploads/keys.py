@@ -1,10 +1,29 @@
-"""Object keys: ``<uuid4>-<cleaned file name>``, as the guides make them, but safe."""
+"""Object keys that say who they were issued to: ``<40 hex digits>-<cleaned file name>``.
+
+The guides make keys as ``<uuid>-<file name>``. Ours replace the UUID with an
+id that carries two truncated HMAC-SHA256 tags under a secret the service
+keeps in its database (``service_secrets``):
+
+- 10 random bytes, so keys never collide;
+- a 6-byte *owner* tag over (provider, user, random bytes, file name): save-metadata
+  proves a key was issued by this service to this caller for this provider
+  by recomputing it, with no database read and no record that must already
+  be written;
+- a 4-byte *spec* tag over (random bytes, content type, declared size): what
+  the presign allowed, so an upload the signature could not pin down (Azure
+  SAS binds neither) is checked against it.
+
+Keys in the guides' form (issued before these, or written by a guide's
+code) carry no tags; the service falls back to its presign records for them.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import os
 import re
 import unicodedata
-import uuid
 
 MAX_NAME_BYTES = 200
 
@@ -47,6 +66,79 @@ def _cut(text: str, limit: int) -> str:
     return encoded.decode("utf-8", errors="ignore").rstrip(". ")
 
 
-def new_object_key(clean_name: str) -> str:
-    """Return a fresh key for an already cleaned file name."""
-    return f"{uuid.uuid4()}-{clean_name}"
+_NONCE_BYTES = 10
+_OWNER_TAG_BYTES = 6
+_SPEC_TAG_BYTES = 4
+_TAGGED_KEY = re.compile(r"([0-9a-f]{20})([0-9a-f]{12})([0-9a-f]{8})-(.+)", re.DOTALL)
+
+
+def _fields(*parts: str | bytes) -> bytes:
+    """Length-prefix each part, so no two different tuples give the same bytes."""
+    out = bytearray()
+    for part in parts:
+        data = part.encode("utf-8", "surrogatepass") if isinstance(part, str) else part
+        out += len(data).to_bytes(4, "big") + data
+    return bytes(out)
+
+
+class KeySigner:
+    """Issues and checks tagged object keys under one secret."""
+
+    def __init__(self, secret: bytes):
+        if len(secret) < 32:
+            raise ValueError("the key-signing secret must be at least 32 bytes")
+        # Keyed once: each tag then costs one copy and two hash blocks.
+        self._owner = hmac.new(secret, b"object-key-owner-v1", hashlib.sha256)
+        self._spec = hmac.new(secret, b"object-key-spec-v1", hashlib.sha256)
+
+    def _owner_tag(self, provider: str, user_id: str, nonce: bytes, name: str) -> bytes:
+        mac = self._owner.copy()
+        mac.update(_fields(provider, user_id, nonce, name))
+        return mac.digest()[:_OWNER_TAG_BYTES]
+
+    def _spec_tag(self, nonce: bytes, content_type: str, declared_size: int | None) -> bytes:
+        mac = self._spec.copy()
+        mac.update(_fields(nonce, content_type, "" if declared_size is None else str(declared_size)))
+        return mac.digest()[:_SPEC_TAG_BYTES]
+
+    def issue(
+        self, provider: str, user_id: str, clean_name: str, content_type: str, declared_size: int | None
+    ) -> str:
+        """Return a fresh key for ``user_id`` and an already cleaned, non-empty file name.
+
+        ``content_type`` must already be normalized (``normalize_media_type``).
+        """
+        nonce = os.urandom(_NONCE_BYTES)
+        owner = self._owner_tag(provider, user_id, nonce, clean_name)
+        spec = self._spec_tag(nonce, content_type, declared_size)
+        return f"{nonce.hex()}{owner.hex()}{spec.hex()}-{clean_name}"
+
+    @staticmethod
+    def is_tagged(key: str) -> bool:
+        """Say whether ``key`` has this module's form (else it is in the guides' form)."""
+        return _TAGGED_KEY.fullmatch(key) is not None
+
+    def issued_to(self, key: str, provider: str, user_id: str) -> bool:
+        """Say whether this service issued ``key`` to ``user_id`` for ``provider``."""
+        match = _TAGGED_KEY.fullmatch(key)
+        if match is None:
+            return False
+        nonce, owner, _, name = match.groups()
+        expected = self._owner_tag(provider, user_id, bytes.fromhex(nonce), name)
+        return hmac.compare_digest(expected.hex(), owner)
+
+    def matches_presign(self, key: str, content_type: str, size: int) -> bool:
+        """Say whether an uploaded object is what its presign allowed.
+
+        ``content_type`` is the stored object's type, normalized. True when
+        the presign was for this type and for exactly ``size`` bytes or for
+        an undeclared size.
+        """
+        match = _TAGGED_KEY.fullmatch(key)
+        if match is None:
+            return False
+        nonce, spec = bytes.fromhex(match.group(1)), match.group(3)
+        return any(
+            hmac.compare_digest(self._spec_tag(nonce, content_type, declared).hex(), spec)
+            for declared in (size, None)
+        )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import PayloadTooLarge, UnsupportedMediaType
+from ..errors import PayloadTooLarge, UnprocessableEntity, UnsupportedMediaType
 
 
 def media_essence(content_type: str) -> str:
@@ -56,7 +56,7 @@ class UploadPolicy:
 
     def problem_with_upload(
         self, *, size: int, content_type: str | None, declared_size: int | None, presigned_type: str
-    ) -> PayloadTooLarge | UnsupportedMediaType | None:
+    ) -> PayloadTooLarge | UnsupportedMediaType | UnprocessableEntity | None:
         """Return why an uploaded object must be refused, or None if it may be recorded."""
         if size > self.max_bytes:
             return PayloadTooLarge(
@@ -65,6 +65,11 @@ class UploadPolicy:
         if declared_size is not None and size > declared_size:
             return PayloadTooLarge(
                 f"the uploaded file is {size} bytes, more than the {declared_size} declared; it was deleted"
+            )
+        if declared_size is not None and size < declared_size:
+            # S3, R2 and B2 refuse this at PUT time (the length is signed); Azure cannot.
+            return UnprocessableEntity(
+                f"the uploaded file is {size} bytes, fewer than the {declared_size} declared; it was deleted"
             )
         if content_type is None or normalize_media_type(content_type) != normalize_media_type(presigned_type):
             return UnsupportedMediaType(

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
+from ..config import PROVIDERS
 from ..db import release_db
-from ..errors import Conflict, Forbidden, NotFound
-from ..repository import FileRepository, NewFile, StoredFile
-from ..storage import PresignedUpload, StorageProvider, get_provider
-from .keys import new_object_key
-from .policy import UploadPolicy
+from ..errors import ApiError, Conflict, Forbidden, NotFound, ServiceUnavailable, UnprocessableEntity
+from ..repository import FileRepository, NewFile, PendingUpload, StoredFile
+from ..storage import ObjectInfo, PresignedUpload, StorageProvider, get_provider
+from .keys import KeySigner
+from .policy import UploadPolicy, normalize_media_type
+from .recorder import PendingRecorder
 from .schemas import PresignRequest
+
+KEY_SECRET_NAME = "object-key"  # noqa: S105 - a row name, not a secret
 
 
 @dataclass(frozen=True)
@@ -23,101 +29,203 @@ class IssuedUpload:
     file_url: str
 
 
-def issue_upload(
-    provider: StorageProvider,
-    repo: FileRepository,
-    policy: UploadPolicy,
-    user_id: str,
-    wanted: PresignRequest,
-    expires_in: int,
-) -> IssuedUpload:
-    """Pick a key, sign its upload and remember who it was issued to."""
-    policy.check_presign(wanted.content_type, wanted.file_size, provider.max_single_upload_bytes)
-    key = new_object_key(wanted.file_name)
-    # Signing is local CPU work; record the key only once it is ready to hand out.
-    upload = provider.presign_upload(key, wanted.content_type, wanted.file_size, expires_in)
-    repo.record_pending(
-        object_key=key,
-        provider=provider.name,
-        user_id=user_id,
-        file_name=wanted.file_name,
-        content_type=wanted.content_type,
-        declared_size=wanted.file_size,
-        expires_at=upload.expires_at,
-    )
-    return IssuedUpload(provider.name, key, upload, provider.object_url(key))
-
-
 def _check_owner(row: StoredFile | None, user_id: str, field: str) -> StoredFile:
     if row is None or row.user_id != user_id:
         raise Forbidden(f"{field} belongs to another user")
     return row
 
 
-def save_upload(
-    provider_name: str | None,
-    repo: FileRepository,
-    policy: UploadPolicy,
-    user_id: str,
-    key: str,
-    field: str = "objectKey",
-    fallback_provider: str = "s3",
-) -> tuple[StoredFile, bool]:
-    """Check the object is in the bucket and belongs to ``user_id``, then record it.
+class UploadService:
+    """Presign and save-metadata, for every provider."""
 
-    ``provider_name`` None means "whichever provider issued the key" (the
-    guides share one /save-metadata), else ``fallback_provider``.
-    Returns the row and whether this call created it (saving twice is fine).
-    """
-    pending = repo.find_pending(key, user_id)
-    if provider_name is None:
-        provider_name = pending.provider if pending else fallback_provider
-    provider = get_provider(provider_name)
-    if pending is None:
-        # Rows written before this service existed (by a guide's code) have
-        # no pending record; they are still answered, to their owner only.
-        existing = repo.find_file(provider.name, key, user_id)
-        if existing is not None:
-            return _check_owner(existing, user_id, field), False
-        raise NotFound(f"{field} was not issued by this service: call presign-upload first")
-    if pending.user_id != user_id:
-        raise Forbidden(f"{field} was issued to another user")
-    if pending.provider != provider.name:
-        raise Conflict(
-            f"{field} was issued for provider {pending.provider!r}; "
-            f"save it with /{pending.provider}/save-metadata"
+    def __init__(self, repo: FileRepository, policy: UploadPolicy, recorder: PendingRecorder):
+        self._repo = repo
+        self._policy = policy
+        self._recorder = recorder
+        self._signer: KeySigner | None = None
+        self._signer_lock = threading.Lock()
+
+    @property
+    def recorder(self) -> PendingRecorder:
+        """The queue of presign records this service writes behind its answers."""
+        return self._recorder
+
+    def key_signer(self) -> KeySigner:
+        """Return the signer, reading its secret from the database on first use in this process."""
+        signer = self._signer
+        if signer is None:
+            with self._signer_lock:
+                if self._signer is None:
+                    secret = self._repo.load_secret(KEY_SECRET_NAME)
+                    if secret is None:
+                        raise ServiceUnavailable(
+                            "database schema is not up to date; the operator must apply migrations"
+                        )
+                    self._signer = KeySigner(secret)
+                signer = self._signer
+        return signer
+
+    def issue_upload(
+        self, provider: StorageProvider, user_id: str, wanted: PresignRequest, expires_in: int
+    ) -> IssuedUpload:
+        """Pick a key bound to ``user_id``, sign its upload, and queue the presign record."""
+        self._policy.check_presign(wanted.content_type, wanted.file_size, provider.max_single_upload_bytes)
+        key = self.key_signer().issue(
+            provider.name,
+            user_id,
+            wanted.file_name,
+            normalize_media_type(wanted.content_type),
+            wanted.file_size,
         )
-    if pending.saved_at is not None:
-        existing = repo.find_file(provider.name, key, user_id)
-        if existing is not None:
-            return _check_owner(existing, user_id, field), False
+        upload = provider.presign_upload(key, wanted.content_type, wanted.file_size, expires_in)
+        self._recorder.record(
+            PendingUpload(
+                object_key=key,
+                provider=provider.name,
+                user_id=user_id,
+                file_name=wanted.file_name,
+                content_type=wanted.content_type,
+                declared_size=wanted.file_size,
+                created_at=datetime.now(UTC),
+                expires_at=upload.expires_at,
+                saved_at=None,
+            )
+        )
+        return IssuedUpload(provider.name, key, upload, provider.object_url(key))
 
-    # Never hold a database connection while waiting on the storage provider.
-    release_db()
-    info = provider.head(key)
-    if info is None:
-        raise NotFound(f"no object {key!r} in {provider.name} storage: PUT the file to presignedUrl first")
-    # Azure SAS cannot bind size or type, and a client may skip fileSize:
-    # what the signature could not enforce is enforced here, before any row.
-    problem = policy.problem_with_upload(
-        size=info.size,
-        content_type=info.content_type,
-        declared_size=pending.declared_size,
-        presigned_type=pending.content_type,
-    )
-    if problem is not None:
-        provider.delete(key)
-        raise problem
-    row, created = repo.save_file(
-        provider.name,
-        NewFile(
-            object_key=key,
-            file_url=provider.object_url(key),
-            user_id=user_id,
-            file_name=pending.file_name,
+    def save_upload(
+        self,
+        provider_name: str | None,
+        user_id: str,
+        key: str,
+        field: str = "objectKey",
+        fallback_provider: str = "s3",
+    ) -> tuple[StoredFile, bool]:
+        """Check the object is in the bucket and belongs to ``user_id``, then record it.
+
+        ``provider_name`` None means "whichever provider issued the key" (the
+        guides share one /save-metadata), else ``fallback_provider``.
+        Returns the row and whether this call created it (saving twice is fine).
+        """
+        signer = self.key_signer()
+        if not signer.is_tagged(key):
+            return self._save_untagged(provider_name, user_id, key, field, fallback_provider)
+        # The route's own provider first: one HMAC on the common path.
+        order = PROVIDERS if provider_name is None else (provider_name, *PROVIDERS)
+        issued_for = next((name for name in order if signer.issued_to(key, name, user_id)), None)
+        if issued_for is None:
+            raise Forbidden(f"{field} was not issued to this user")
+        if provider_name not in (None, issued_for):
+            raise Conflict(
+                f"{field} was issued for provider {issued_for!r}; save it with /{issued_for}/save-metadata"
+            )
+        return self._save_tagged(get_provider(issued_for), user_id, key, field)
+
+    def _save_tagged(
+        self, provider: StorageProvider, user_id: str, key: str, field: str
+    ) -> tuple[StoredFile, bool]:
+        """Save a key whose tags say it was issued to this caller: no presign record needed."""
+        # Never hold a database connection while waiting on the storage provider.
+        release_db()
+        info = self._head(provider, key)
+        content_type = normalize_media_type(info.content_type or "")
+        problem: ApiError | None
+        if self.key_signer().matches_presign(key, content_type, info.size):
+            problem = self._policy.problem_with_upload(
+                size=info.size,
+                content_type=info.content_type,
+                declared_size=None,
+                presigned_type=content_type,
+            )
+        else:
+            problem = self._mismatch(key, user_id, info, field)
+        if problem is not None:
+            provider.delete(key)
+            raise problem
+        name = key.split("-", 1)[1]
+        return self._record(provider, user_id, key, name, info, field)
+
+    def _mismatch(self, key: str, user_id: str, info: ObjectInfo, field: str) -> ApiError:
+        """Say how an object differs from its presign: exactly when its record has landed."""
+        pending = self._repo.find_pending(key, user_id)
+        if pending is not None:
+            problem = self._policy.problem_with_upload(
+                size=info.size,
+                content_type=info.content_type,
+                declared_size=pending.declared_size,
+                presigned_type=pending.content_type,
+            )
+            if problem is not None:
+                return problem
+        return UnprocessableEntity(
+            f"the uploaded file ({info.size} bytes, {info.content_type or 'no content type'}) is not "
+            f"what {field} was presigned for; it was deleted"
+        )
+
+    def _save_untagged(
+        self, provider_name: str | None, user_id: str, key: str, field: str, fallback_provider: str
+    ) -> tuple[StoredFile, bool]:
+        """Save a key in the guides' form: its presign record says whose it is."""
+        pending = self._repo.find_pending(key, user_id)
+        if provider_name is None:
+            provider_name = pending.provider if pending else fallback_provider
+        provider = get_provider(provider_name)
+        if pending is None:
+            # Rows written before this service existed (by a guide's code) have
+            # no pending record; they are still answered, to their owner only.
+            existing = self._repo.find_file(provider.name, key, user_id)
+            if existing is not None:
+                return _check_owner(existing, user_id, field), False
+            raise NotFound(f"{field} was not issued by this service: call presign-upload first")
+        if pending.user_id != user_id:
+            raise Forbidden(f"{field} was issued to another user")
+        if pending.provider != provider.name:
+            raise Conflict(
+                f"{field} was issued for provider {pending.provider!r}; "
+                f"save it with /{pending.provider}/save-metadata"
+            )
+        if pending.saved_at is not None:
+            existing = self._repo.find_file(provider.name, key, user_id)
+            if existing is not None:
+                return _check_owner(existing, user_id, field), False
+
+        release_db()
+        info = self._head(provider, key)
+        # Azure SAS cannot bind size or type, and a client may skip fileSize:
+        # what the signature could not enforce is enforced here, before any row.
+        problem = self._policy.problem_with_upload(
+            size=info.size,
             content_type=info.content_type,
-            size_bytes=info.size,
-            etag=info.etag,
-        ),
-    )
-    return _check_owner(row, user_id, field), created
+            declared_size=pending.declared_size,
+            presigned_type=pending.content_type,
+        )
+        if problem is not None:
+            provider.delete(key)
+            raise problem
+        return self._record(provider, user_id, key, pending.file_name, info, field)
+
+    @staticmethod
+    def _head(provider: StorageProvider, key: str) -> ObjectInfo:
+        info = provider.head(key)
+        if info is None:
+            raise NotFound(
+                f"no object {key!r} in {provider.name} storage: PUT the file to presignedUrl first"
+            )
+        return info
+
+    def _record(
+        self, provider: StorageProvider, user_id: str, key: str, file_name: str, info: ObjectInfo, field: str
+    ) -> tuple[StoredFile, bool]:
+        row, created = self._repo.save_file(
+            provider.name,
+            NewFile(
+                object_key=key,
+                file_url=provider.object_url(key),
+                user_id=user_id,
+                file_name=file_name,
+                content_type=info.content_type,
+                size_bytes=info.size,
+                etag=info.etag,
+            ),
+        )
+        return _check_owner(row, user_id, field), created

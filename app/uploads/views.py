@@ -14,11 +14,10 @@ from flask import Blueprint, Response, current_app, jsonify
 from ..auth import current_user_id
 from ..config import Settings
 from ..ratelimit import rate_limited
-from ..repository import FileRepository, StoredFile
+from ..repository import StoredFile
 from ..storage import get_provider
-from .policy import UploadPolicy
 from .schemas import json_object, parse_presign, parse_save
-from .service import IssuedUpload, issue_upload, save_upload
+from .service import IssuedUpload, UploadService
 
 bp = Blueprint("uploads", __name__)
 guides_bp = Blueprint("guides", __name__)
@@ -28,12 +27,8 @@ def _settings() -> Settings:
     return current_app.extensions["settings"]  # type: ignore[no-any-return]
 
 
-def _repository() -> FileRepository:
-    return current_app.extensions["repository"]  # type: ignore[no-any-return]
-
-
-def _policy() -> UploadPolicy:
-    return current_app.extensions["upload_policy"]  # type: ignore[no-any-return]
+def _uploads() -> UploadService:
+    return current_app.extensions["uploads"]  # type: ignore[no-any-return]
 
 
 def presign_body(issued: IssuedUpload) -> dict[str, Any]:
@@ -77,9 +72,7 @@ def presign(provider_name: str) -> tuple[Response, int]:
     user_id = current_user_id()
     provider = get_provider(provider_name)
     wanted = parse_presign(json_object())
-    issued = issue_upload(
-        provider, _repository(), _policy(), user_id, wanted, _settings().upload_url_expires_seconds
-    )
+    issued = _uploads().issue_upload(provider, user_id, wanted, _settings().upload_url_expires_seconds)
     return jsonify(presign_body(issued)), 200
 
 
@@ -97,10 +90,8 @@ def save(provider_name: str | None) -> tuple[Response, int]:
     wanted = parse_save(body, key_fields)
     # A key nobody issued has no provider on record; the Azure guide sends blobName.
     fallback = "azure" if wanted.field == "blobName" else _settings().default_provider
-    row, created = save_upload(
+    row, created = _uploads().save_upload(
         provider_name,
-        _repository(),
-        _policy(),
         user_id,
         wanted.key,
         field=wanted.field,
