@@ -1,0 +1,127 @@
+"""Keep-alive HTTP(S) connections to one storage origin, for requests the service signs itself.
+
+save-metadata HEADs every object. Measured in a loop of HEADs against the
+local SeaweedFS, CPU per call: botocore's head_object ~1,000 µs, urllib3
+~310 µs, the standard library's http.client on a kept-alive connection
+~140 µs. This module is the part of urllib3 the service needs: a LIFO stack
+of idle connections, separate connect and read timeouts, and one silent retry
+when a kept-alive connection turns out to have been closed (requests sent
+here are idempotent: HEAD, GET, DELETE).
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import socket
+import ssl
+import threading
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+
+class Unreachable(Exception):
+    """No connection could be made, or it broke before an answer came."""
+
+
+class TimedOut(Exception):
+    """The connection or the answer took longer than its timeout."""
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    """What a HEAD or a bodiless answer tells: the status and the headers (names in lower case)."""
+
+    status: int
+    headers: dict[str, str]
+
+
+class HttpPool:
+    """Connections to one origin (scheme, host, port), reused newest first."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        size: int,
+        connect_timeout: float,
+        read_timeout: float,
+        cafile: str | None = None,
+    ):
+        parts = urlsplit(base_url)
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname or ""
+        self._port = parts.port or (443 if self._https else 80)
+        self._size = size
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
+        self._context = ssl.create_default_context(cafile=cafile) if self._https else None
+        self._idle: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    def _new(self) -> http.client.HTTPConnection:
+        conn: http.client.HTTPConnection
+        if self._context is not None:
+            conn = http.client.HTTPSConnection(
+                self._host, self._port, timeout=self._connect_timeout, context=self._context
+            )
+        else:
+            conn = http.client.HTTPConnection(self._host, self._port, timeout=self._connect_timeout)
+        try:
+            conn.connect()
+        except TimeoutError:
+            conn.close()
+            raise TimedOut from None
+        except OSError:
+            conn.close()
+            raise Unreachable from None
+        assert conn.sock is not None
+        conn.sock.settimeout(self._read_timeout)
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return conn
+
+    def request(self, method: str, target: str) -> HttpResponse:
+        """Send ``method target`` with no body; read the whole (small) answer."""
+        with self._lock:
+            if self._pid != os.getpid():
+                # Inherited across a fork: the parent's sockets, not ours to use.
+                self._idle, self._pid = [], os.getpid()
+            conn = self._idle.pop() if self._idle else None
+        reused = conn is not None
+        while True:
+            if conn is None:
+                conn = self._new()
+            try:
+                conn.request(method, target)
+                response = conn.getresponse()
+                response.read()
+            except TimeoutError:
+                conn.close()
+                raise TimedOut from None
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                if reused:
+                    # A kept-alive connection the server had closed: once more, on a new one.
+                    conn, reused = None, False
+                    continue
+                raise Unreachable from None
+            break
+        headers = {name.lower(): value for name, value in response.getheaders()}
+        if response.will_close:
+            conn.close()
+        else:
+            with self._lock:
+                if len(self._idle) < self._size:
+                    self._idle.append(conn)
+                    conn = None
+            if conn is not None:
+                conn.close()
+        return HttpResponse(response.status, headers)
+
+    def close(self) -> None:
+        """Close the idle connections."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
