@@ -114,6 +114,17 @@ _TOKEN_ERRORS: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
 )
 
 
+def _storable(user_id: str) -> bool:
+    """Whether PostgreSQL can store ``user_id``: no NUL, no lone surrogates (JSON allows both)."""
+    if "\x00" in user_id:
+        return False
+    try:
+        user_id.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class VerifiedTokens:
     """Tokens already verified in this process, so a client's next request skips the crypto.
 
@@ -206,7 +217,7 @@ class Authenticator:
         user = claims.get(settings.user_claim)
         if isinstance(user, int) and not isinstance(user, bool):
             user = str(user)
-        if not isinstance(user, str) or not user or len(user) > MAX_USER_ID_LENGTH:
+        if not isinstance(user, str) or not user or len(user) > MAX_USER_ID_LENGTH or not _storable(user):
             raise Unauthorized(f"token has no usable {settings.user_claim} claim")
         return user, float(claims["exp"])
 

@@ -29,11 +29,12 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 _ERROR = {
     "400": "The request is malformed: a field is missing, has the wrong type or is invalid.",
     "401": "The bearer token is missing or not acceptable (the message says which).",
-    "403": "The object key was issued to another user.",
+    "403": "The object key was not issued to the caller.",
     "404": "The key was never issued, or the object is not in the bucket yet.",
     "409": "The key was issued for another provider.",
     "413": "The file, or the JSON body, is over its limit.",
     "415": "The content type is not allowed, or the uploaded object's type differs from the presigned one.",
+    "422": "The uploaded object is not what was presigned (a size or type Azure could not refuse); deleted.",
     "429": "Rate limited; Retry-After says when to try again.",
     "502": "The storage provider failed or could not be reached.",
     "503": "The provider is not configured, or the database is unavailable (with Retry-After).",
@@ -46,7 +47,7 @@ def _errors(*codes: str) -> dict[str, Any]:
 
 
 PRESIGN_ERRORS = ("400", "401", "413", "415", "429", "503")
-SAVE_ERRORS = ("400", "401", "403", "404", "409", "413", "415", "429", "502", "503", "504")
+SAVE_ERRORS = ("400", "401", "403", "404", "409", "413", "415", "422", "429", "502", "503", "504")
 
 
 def _presign_operation(summary: str) -> dict[str, Any]:

@@ -293,3 +293,17 @@ def test_a_token_differing_by_one_character_is_verified_afresh(hs_client: FlaskC
 def jwt_exp(token: str) -> float:
     payload = token.split(".")[1]
     return float(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["exp"])
+
+
+@pytest.mark.parametrize("sub", ["a\x00b", "\ud800lone"])
+def test_a_user_id_the_database_cannot_store_is_refused(hs_client: FlaskClient, sub: str) -> None:
+    # JSON allows NUL and lone surrogates in strings; PostgreSQL text does not.
+    token = hmac_token(
+        {"alg": "HS256", "typ": "JWT"},
+        {"sub": sub, "exp": int(time.time()) + 600, "iss": ISSUER, "aud": AUDIENCE},
+        HS_SECRET.encode(),
+    )
+    refused(
+        hs_client.post("/s3/presign-upload", json=GOOD, headers=bearer(token)),
+        "token has no usable sub claim",
+    )
