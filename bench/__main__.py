@@ -10,6 +10,7 @@ It prints one table per workload and writes the numbers to bench/results/.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -226,6 +227,57 @@ def cycle(server: Server, token: str | None, seconds: float, concurrency: int) -
     )
 
 
+def worker_pids(server: Server) -> list[int]:
+    assert server.proc is not None
+    pids = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            text = status.read_text()
+        except OSError:
+            continue
+        if f"\nPPid:\t{server.proc.pid}\n" in text:
+            pids.append(int(status.parent.name))
+    return sorted(pids)
+
+
+def profile_run(server: Server, run: Any, seconds: int, out: Path, connections: int, threads: int) -> None:
+    """Run ``run()`` while py-spy samples one worker's GIL-holding threads; print the heaviest frames.
+
+    ``out`` gets the collapsed stacks (one ``frame;frame;... count`` per line),
+    which speedscope or flamegraph.pl turn into a picture.
+    """
+    spy = shutil.which("py-spy") or str(ROOT / ".venv" / "bin" / "py-spy")
+    pid = worker_pids(server)[0]
+    recorder = subprocess.Popen(
+        [spy, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "250", "--gil",
+         "--nonblocking", "--format", "raw", "--output", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    sample = run(seconds, connections, threads)
+    recorder.wait(seconds + 30)
+    print(f"  {sample.rps:.0f} req/s while profiled (sampling slows it a little)")
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in out.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        total += int(count)
+        for frame in {f.split(" (")[0] for f in stack.split(";")}:
+            inclusive[frame] = inclusive.get(frame, 0) + int(count)
+    print(f"  py-spy, worker {pid}, {total} samples holding the GIL; heaviest frames (inclusive):")
+    skip = ("Thread.", "_worker", "_WorkItem", "<module>", "run", "Arbiter", "Application", "Worker")
+    shown = 0
+    for frame, count in sorted(inclusive.items(), key=lambda item: -item[1]):
+        if frame.startswith(skip):
+            continue
+        print(f"    {count / max(total, 1) * 100:5.1f}%  {frame}")
+        shown += 1
+        if shown == 25:
+            break
+    print(f"  stacks: {out.relative_to(ROOT)}")
+
+
 def median_sample(samples: list[Sample]) -> Sample:
     return Sample(
         rps=statistics.median(s.rps for s in samples),
@@ -268,6 +320,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wrk-threads", type=int, default=2)
     parser.add_argument("--workers", default="2", help="gunicorn workers for every server")
     parser.add_argument("--threads", default="4", help="gunicorn threads per worker")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="after the rounds, one more run per workload with py-spy on one of ours' workers",
+    )
     parser.add_argument(
         "--only",
         default="presign,save,cycle",
@@ -352,6 +409,33 @@ def main(argv: list[str] | None = None) -> int:
                 full.samples.setdefault(name, []).append(cycle(server, tokens[name], sec, 16))
 
         memory = {s.name: s.worker_memory_mb() for s in servers}
+        if args.profile:
+            RESULTS.mkdir(exist_ok=True)
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+            if "presign" in chosen:
+                print("\nprofiling ours: presign", flush=True)
+                presign_env = {"BODY": BODY, "TOKEN": token}
+                profile_run(
+                    ours,
+                    functools.partial(wrk, f"{ours.base}/presign-upload", "post_json.lua", presign_env),
+                    sec,
+                    RESULTS / f"profile-presign-{stamp}.txt",
+                    conn,
+                    args.wrk_threads,
+                )
+            if "save" in chosen:
+                print("\nprofiling ours: save-metadata", flush=True)
+                keys_file = workdir / "keys-profile.txt"
+                prepare_uploads(ours, int(3000 * 1.5 * sec), token, keys_file)
+                save_env = {"KEYS_FILE": str(keys_file), "TOKEN": token}
+                profile_run(
+                    ours,
+                    functools.partial(wrk, f"{ours.base}/save-metadata", "save.lua", save_env),
+                    sec,
+                    RESULTS / f"profile-save-{stamp}.txt",
+                    conn,
+                    args.wrk_threads,
+                )
         results: dict[str, Any] = {
             "when": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine": {
