@@ -78,22 +78,19 @@ class Server:
 
     def worker_memory_mb(self) -> list[dict[str, float]]:
         """Return peak and current RSS of each worker process, in MB."""
-        assert self.proc is not None
         found = []
-        for status in Path("/proc").glob("[0-9]*/status"):
+        for pid in worker_pids(self):
             try:
-                fields = dict(
-                    line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line
-                )
+                lines = Path(f"/proc/{pid}/status").read_text().splitlines()
             except OSError:
                 continue
-            if fields.get("PPid", "").strip() == str(self.proc.pid):
-                found.append(
-                    {
-                        "peak_rss_mb": int(fields["VmHWM"].split()[0]) / 1024,
-                        "rss_mb": int(fields["VmRSS"].split()[0]) / 1024,
-                    }
-                )
+            fields = dict(line.split(":\t", 1) for line in lines if ":\t" in line)
+            found.append(
+                {
+                    "peak_rss_mb": int(fields["VmHWM"].split()[0]) / 1024,
+                    "rss_mb": int(fields["VmRSS"].split()[0]) / 1024,
+                }
+            )
         return found
 
     def stop(self) -> None:

@@ -148,15 +148,9 @@ class UploadService:
     def _mismatch(self, key: str, user_id: str, info: ObjectInfo, field: str) -> ApiError:
         """Say how an object differs from its presign: exactly when its record has landed."""
         pending = self._repo.find_pending(key, user_id)
-        if pending is not None:
-            problem = self._policy.problem_with_upload(
-                size=info.size,
-                content_type=info.content_type,
-                declared_size=pending.declared_size,
-                presigned_type=pending.content_type,
-            )
-            if problem is not None:
-                return problem
+        problem = self._problem_against(pending, info) if pending is not None else None
+        if problem is not None:
+            return problem
         return UnprocessableEntity(
             f"the uploaded file ({info.size} bytes, {info.content_type or 'no content type'}) is not "
             f"what {field} was presigned for; it was deleted"
@@ -193,16 +187,20 @@ class UploadService:
         info = self._head(provider, key)
         # Azure SAS cannot bind size or type, and a client may skip fileSize:
         # what the signature could not enforce is enforced here, before any row.
-        problem = self._policy.problem_with_upload(
+        problem = self._problem_against(pending, info)
+        if problem is not None:
+            provider.delete(key)
+            raise problem
+        return self._record(provider, user_id, key, pending.file_name, info, field)
+
+    def _problem_against(self, pending: PendingUpload, info: ObjectInfo) -> ApiError | None:
+        """Why the stored object breaks the policy or its presign record, or None."""
+        return self._policy.problem_with_upload(
             size=info.size,
             content_type=info.content_type,
             declared_size=pending.declared_size,
             presigned_type=pending.content_type,
         )
-        if problem is not None:
-            provider.delete(key)
-            raise problem
-        return self._record(provider, user_id, key, pending.file_name, info, field)
 
     @staticmethod
     def _head(provider: StorageProvider, key: str) -> ObjectInfo:
