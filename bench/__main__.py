@@ -140,6 +140,20 @@ def wrk(url: str, script: str, env: dict[str, str], seconds: float, connections:
     )
 
 
+def presign_and_put(
+    session: requests.Session, server: Server, headers: dict[str, str], data: bytes
+) -> tuple[dict[str, Any], requests.Response]:
+    """Presign one small text upload through ``server`` and PUT ``data`` to it."""
+    answer: dict[str, Any] = session.post(
+        f"{server.base}/presign-upload",
+        data=BODY,
+        headers={**headers, "Content-Type": "application/json"},
+        timeout=30,
+    ).json()
+    put_headers = answer.get("headers") or {"Content-Type": "text/plain"}
+    return answer, session.put(answer["presignedUrl"], data=data, headers=put_headers, timeout=30)
+
+
 def prepare_uploads(server: Server, count: int, token: str | None, keys_file: Path) -> None:
     """Presign and PUT ``count`` small objects through ``server``; write their keys, one a line."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -149,16 +163,7 @@ def prepare_uploads(server: Server, count: int, token: str | None, keys_file: Pa
         session = getattr(session_local, "session", None)
         if session is None:
             session = session_local.session = requests.Session()
-        answer = session.post(
-            f"{server.base}/presign-upload",
-            data=BODY,
-            headers={**headers, "Content-Type": "application/json"},
-            timeout=30,
-        ).json()
-        put_headers = answer.get("headers") or {"Content-Type": "text/plain"}
-        response = session.put(
-            answer["presignedUrl"], data=b"benchmark bytes", headers=put_headers, timeout=30
-        )
+        answer, response = presign_and_put(session, server, headers, b"benchmark bytes")
         response.raise_for_status()
         return str(answer["objectKey"])
 
@@ -181,18 +186,7 @@ def cycle(server: Server, token: str | None, seconds: float, concurrency: int) -
         while time.monotonic() < deadline:
             started = time.perf_counter()
             try:
-                answer = session.post(
-                    f"{server.base}/presign-upload",
-                    data=BODY,
-                    headers={**headers, "Content-Type": "application/json"},
-                    timeout=30,
-                ).json()
-                put = session.put(
-                    answer["presignedUrl"],
-                    data=b"cycle bytes",
-                    headers=answer.get("headers") or {"Content-Type": "text/plain"},
-                    timeout=30,
-                )
+                answer, put = presign_and_put(session, server, headers, b"cycle bytes")
                 saved = session.post(
                     f"{server.base}/save-metadata",
                     json={"objectKey": answer["objectKey"], "publicFileUrl": answer["publicFileUrl"]},

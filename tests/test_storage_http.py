@@ -80,7 +80,6 @@ def test_connections_are_kept_alive_and_reused(server: Server) -> None:
         assert response.headers["etag"] == '"abc"'
     assert server.connections == 1
     assert server.requests[-1] == "/bucket/key-4?X-Amz-Signature=x"
-    http.close()
 
 
 def test_a_connection_the_server_closes_is_not_reused(server: Server) -> None:

@@ -118,10 +118,3 @@ class HttpPool:
             if conn is not None:
                 conn.close()
         return HttpResponse(response.status, headers)
-
-    def close(self) -> None:
-        """Close the idle connections."""
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()

@@ -9,7 +9,7 @@ and the checks for keys in the guides' untagged form.
 
 If the database is down the queue holds up to ``max_queued`` records and the
 writer retries with backoff; beyond that, presign answers 503 rather than
-forget what it issued. On shutdown (gunicorn's ``worker_exit``, or at exit)
+forget what it issued. At exit (gunicorn's workers leave through sys.exit)
 the queue is flushed. A process killed outright loses at most what was queued:
 those keys still save (their tags prove ownership), they are only unknown
 to the sweep until ``reconcile`` finds their objects.
