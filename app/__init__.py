@@ -13,9 +13,10 @@ from flask_cors import CORS
 
 from . import auth, db, errors, migrations, observability, openapi, ratelimit, storage
 from .config import PROVIDERS, Settings, load_settings
+from .maintenance import commands as maintenance_commands
 from .repository import FileRepository
 from .status import bp as status_bp
-from .storage import commands as storage_commands
+from .uploads.files import FileService
 from .uploads.policy import UploadPolicy
 from .uploads.recorder import PendingRecorder
 from .uploads.service import UploadService
@@ -47,7 +48,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     register_http_policies(app, settings)
     errors.init_app(app)
     migrations.init_app(app)
-    storage_commands.init_app(app)
+    maintenance_commands.init_app(app)
     _log_providers(settings)
     return app
 
@@ -61,11 +62,13 @@ def register_extensions(app: Flask, settings: Settings) -> None:
     rls = settings.db_row_level_security
     # Presign records are written by a background thread, on connections of its own borrowing.
     background = FileRepository(db.run_outside_request(db.get_database(app)), row_level_security=rls)
+    repo = FileRepository(db.run_queries, row_level_security=rls)
     app.extensions["uploads"] = UploadService(
-        FileRepository(db.run_queries, row_level_security=rls),
+        repo,
         UploadPolicy(settings.max_upload_bytes, settings.allowed_content_types),
         PendingRecorder(background.record_pending_batch),
     )
+    app.extensions["files"] = FileService(repo, settings.download_url_expires_seconds)
 
 
 def register_blueprints(app: Flask) -> None:

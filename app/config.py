@@ -56,6 +56,8 @@ class S3CompatibleSettings:
     endpoint_url: str | None
     public_base_url: str | None
     addressing_style: Literal["path", "virtual"]
+    #: objects are readable without a signature: download links are plain URLs
+    public_read: bool = False
     kind: Literal["s3"] = "s3"
 
 
@@ -69,6 +71,8 @@ class AzureSettings:
     account_key: str = field(repr=False)
     # e.g. https://acct.blob.core.windows.net or http://127.0.0.1:10000/devstoreaccount1
     account_url: str
+    #: the container allows anonymous blob reads: download links are plain URLs
+    public_read: bool = False
     kind: Literal["azure"] = "azure"
 
 
@@ -104,6 +108,7 @@ class Settings:
     cors_allow_credentials: bool = False
     rate_limit_presign: str = "120/minute"
     rate_limit_save: str = "120/minute"
+    rate_limit_files: str = "600/minute"
     rate_limit_storage_uri: str = field(default="memory://", repr=False)
     #: reverse proxies in front of the service whose X-Forwarded-* headers are trusted
     trusted_proxy_count: int = 0
@@ -111,6 +116,7 @@ class Settings:
     db_row_level_security: bool = False
     default_provider: str = "s3"
     upload_url_expires_seconds: int = 300
+    download_url_expires_seconds: int = 900
     db_pool_size: int = 4
     db_pool_timeout_seconds: float = 5.0
     db_connect_timeout_seconds: int = 5
@@ -205,6 +211,7 @@ def _s3_settings(r: _Reader) -> tuple[ProviderSettings | None, tuple[str, ...]]:
         region=r.get("AWS_REGION") or "",
         endpoint_url=endpoint,
         public_base_url=None,
+        public_read=r.switch("S3_PUBLIC_READ", False),
         # Virtual-hosted URLs on the bucket's regional host are what AWS wants;
         # a dotted bucket name would break TLS there, and emulators want paths.
         addressing_style="path" if endpoint or "." in bucket else "virtual",
@@ -231,6 +238,8 @@ def _r2_settings(r: _Reader) -> tuple[ProviderSettings | None, tuple[str, ...]]:
         endpoint_url=endpoint or f"https://{r.get('R2_ACCOUNT_ID')}.r2.cloudflarestorage.com",
         public_base_url=public,
         addressing_style="path",
+        # R2 serves public reads only on the bucket's public URL.
+        public_read=public is not None,
     ), ()
 
 
@@ -260,6 +269,7 @@ def _b2_settings(r: _Reader) -> tuple[ProviderSettings | None, tuple[str, ...]]:
         endpoint_url=endpoint,
         public_base_url=None,
         addressing_style="path",
+        public_read=r.switch("B2_PUBLIC_READ", False),
     ), ()
 
 
@@ -319,6 +329,7 @@ def _azure_settings(r: _Reader) -> tuple[ProviderSettings | None, tuple[str, ...
         account_name=account_name,
         account_key=account_key,
         account_url=account_url,
+        public_read=r.switch("AZURE_PUBLIC_READ", False),
     ), ()
 
 
@@ -454,11 +465,15 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         cors_allow_credentials=cors_credentials,
         rate_limit_presign=_rate_limit(r, "RATE_LIMIT_PRESIGN", "120/minute"),
         rate_limit_save=_rate_limit(r, "RATE_LIMIT_SAVE", "120/minute"),
+        rate_limit_files=_rate_limit(r, "RATE_LIMIT_FILES", "600/minute"),
         rate_limit_storage_uri=_rate_limit_storage(r),
         db_row_level_security=r.switch("DB_ROW_LEVEL_SECURITY", False),
         trusted_proxy_count=r.integer("TRUSTED_PROXY_COUNT", 0, 0, 10),
         default_provider=default_provider,
         upload_url_expires_seconds=r.integer("UPLOAD_URL_EXPIRES_SECONDS", 300, 1, MAX_URL_EXPIRY_SECONDS),
+        download_url_expires_seconds=r.integer(
+            "DOWNLOAD_URL_EXPIRES_SECONDS", 900, 1, MAX_URL_EXPIRY_SECONDS
+        ),
         db_pool_size=r.integer("DB_POOL_SIZE", 4, 1, 1000),
         db_pool_timeout_seconds=r.number("DB_POOL_TIMEOUT_SECONDS", 5.0, 0.0, 300.0),
         db_connect_timeout_seconds=r.integer("DB_CONNECT_TIMEOUT_SECONDS", 5, 1, 300),

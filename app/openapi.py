@@ -32,6 +32,7 @@ _ERROR = {
     "403": "The object key was not issued to the caller.",
     "404": "The key was never issued, or the object is not in the bucket yet.",
     "409": "The key was issued for another provider.",
+    "410": "The upload was not saved in time and was cleaned up as abandoned (flask storage sweep).",
     "413": "The file, or the JSON body, is over its limit.",
     "415": "The content type is not allowed, or the uploaded object's type differs from the presigned one.",
     "422": "The uploaded object is not what was presigned (a size or type Azure could not refuse); deleted.",
@@ -47,14 +48,16 @@ def _errors(*codes: str) -> dict[str, Any]:
 
 
 PRESIGN_ERRORS = ("400", "401", "413", "415", "429", "503")
-SAVE_ERRORS = ("400", "401", "403", "404", "409", "413", "415", "422", "429", "502", "503", "504")
+SAVE_ERRORS = ("400", "401", "403", "404", "409", "410", "413", "415", "422", "429", "502", "503", "504")
+READ_ERRORS = ("400", "401", "404", "429", "503")
+_NOT_FOUND_FILE = "No such file among the caller's (another user's file id is 404 too)."
 
 
 def _presign_operation(summary: str) -> dict[str, Any]:
     return {
         "summary": summary,
         "tags": ["uploads"],
-        "security": [{"bearerAuth": []}, {"devUser": []}],
+        "security": _SECURITY,
         "requestBody": {
             "required": True,
             "content": {"application/json": {"schema": _ref("PresignRequest")}},
@@ -70,12 +73,93 @@ def _save_operation(summary: str) -> dict[str, Any]:
     return {
         "summary": summary,
         "tags": ["uploads"],
-        "security": [{"bearerAuth": []}, {"devUser": []}],
+        "security": _SECURITY,
         "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("SaveRequest")}}},
         "responses": {
             "201": _json(_ref("SaveResponse"), "The upload was checked and recorded."),
             "200": _json(_ref("SaveResponse"), "The upload had already been recorded for this user."),
             **_errors(*SAVE_ERRORS),
+        },
+    }
+
+
+_SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}, {"devUser": []}]
+_FILE_ID = {
+    "name": "file_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    "description": "The file's id, as listed.",
+}
+
+
+def _file_operations(provider: str) -> dict[str, Any]:
+    """Document the listing, reading, downloading and deleting routes of one provider."""
+    not_found = {"404": _json(_ref("Error"), _NOT_FOUND_FILE)}
+    return {
+        f"/{provider}/files": {
+            "get": {
+                "summary": f"List the caller's {provider} files, newest first",
+                "tags": ["files"],
+                "security": _SECURITY,
+                "parameters": [
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+                    },
+                    {
+                        "name": "cursor",
+                        "in": "query",
+                        "schema": {"type": "string"},
+                        "description": "nextCursor from the previous page.",
+                    },
+                ],
+                "responses": {
+                    "200": _json(_ref("FileList"), "A page of files."),
+                    **_errors("400", "401", "429", "503"),
+                },
+            }
+        },
+        f"/{provider}/files/{{file_id}}": {
+            "get": {
+                "summary": f"One of the caller's {provider} files, with a fresh downloadUrl",
+                "tags": ["files"],
+                "security": _SECURITY,
+                "parameters": [_FILE_ID],
+                "responses": {
+                    "200": _json(_ref("SaveResponse"), "The file."),
+                    **_errors(*READ_ERRORS),
+                    **not_found,
+                },
+            },
+            "delete": {
+                "summary": f"Delete one of the caller's {provider} files: the object, then its row",
+                "tags": ["files"],
+                "security": _SECURITY,
+                "parameters": [_FILE_ID],
+                "responses": {
+                    "204": {"description": "Deleted (also when it already was)."},
+                    **_errors(*READ_ERRORS, "502", "504"),
+                    **not_found,
+                },
+            },
+        },
+        f"/{provider}/files/{{file_id}}/download": {
+            "get": {
+                "summary": f"Redirect to a fresh download link for one of the caller's {provider} files",
+                "tags": ["files"],
+                "security": _SECURITY,
+                "parameters": [_FILE_ID],
+                "responses": {
+                    "302": {
+                        "description": "The file's downloadUrl, in Location.",
+                        "headers": {"Location": {"schema": {"type": "string", "format": "uri"}}},
+                    },
+                    **_errors(*READ_ERRORS),
+                    **not_found,
+                },
+            }
         },
     }
 
@@ -168,7 +252,7 @@ def _schemas(max_upload_bytes: int) -> dict[str, Any]:
         },
         "File": {
             "type": "object",
-            "required": ["id", "provider", "objectKey", "fileUrl"],
+            "required": ["id", "provider", "objectKey", "fileUrl", "downloadUrl"],
             "properties": {
                 "id": {"type": "integer"},
                 "provider": {"enum": list(PROVIDERS)},
@@ -180,6 +264,20 @@ def _schemas(max_upload_bytes: int) -> dict[str, Any]:
                 "etag": nullable_string,
                 "fileUrl": nullable_string,
                 "uploadedAt": {"type": ["string", "null"], "format": "date-time"},
+                "downloadUrl": {
+                    "type": "string",
+                    "format": "uri",
+                    "description": "Reads the file: public, or signed for DOWNLOAD_URL_EXPIRES_SECONDS.",
+                },
+            },
+        },
+        "FileList": {
+            "type": "object",
+            "required": ["success", "files", "nextCursor"],
+            "properties": {
+                "success": {"const": True},
+                "files": {"type": "array", "items": _ref("File")},
+                "nextCursor": {"type": ["string", "null"], "description": "null on the last page."},
             },
         },
         "SaveResponse": {
@@ -226,6 +324,7 @@ def build_document(settings: Settings) -> dict[str, Any]:
         paths[f"/{provider}/save-metadata"] = {
             "post": _save_operation(f"Record an object uploaded to {provider}")
         }
+        paths.update(_file_operations(provider))
     paths["/presign-upload"] = {"post": _presign_operation("The S3 and R2 guides' route (DEFAULT_PROVIDER)")}
     paths["/save-metadata"] = {"post": _save_operation("The guides' save route (the key's own provider)")}
     paths["/presign-b2-upload"] = {"post": _presign_operation("The B2 guide's presign route")}

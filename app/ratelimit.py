@@ -166,5 +166,9 @@ def init_app(app: Flask, settings: Settings) -> None:
     """Build this app's limiter."""
     app.extensions["rate_limiter"] = RateLimiter(
         settings.rate_limit_storage_uri,
-        {"presign": settings.rate_limit_presign, "save": settings.rate_limit_save},
+        {
+            "presign": settings.rate_limit_presign,
+            "save": settings.rate_limit_save,
+            "files": settings.rate_limit_files,
+        },
     )

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
+from psycopg2.extensions import connection as Connection
 from psycopg2.extensions import cursor as Cursor
 
 T = TypeVar("T")
@@ -25,6 +26,8 @@ class QueryCursor(Protocol):
     def execute(self, query: str, params: dict[str, Any], /) -> Any: ...
 
     def fetchone(self) -> tuple[Any, ...] | None: ...
+
+    def fetchall(self) -> list[tuple[Any, ...]]: ...
 
 
 Transaction = Callable[[Callable[[Cursor], Any]], Any]
@@ -59,6 +62,10 @@ class StoredFile:
     size_bytes: int | None
     etag: str | None
     uploaded_at: datetime | None
+
+
+class AbandonedUpload(Exception):
+    """The key was swept as an abandoned upload before its save landed; its object is gone."""
 
 
 @dataclass(frozen=True)
@@ -104,32 +111,76 @@ SET_ACTING_USER = "SELECT set_config('app.user_id', %(acting_user_id)s, true);"
 
 _FILE_COLUMNS = "id, {key}, file_url, user_id, file_name, content_type, size_bytes, etag, upload_timestamp"
 
-# Insert the row and mark its presign record saved, atomically, in one round
+# Mark the presign record saved and insert the row, atomically, in one round
 # trip; nothing comes back when the key already had a row. The record is
 # created here if its batch has not landed yet, so the late batch finds it
-# and a sweep never takes a saved upload for an abandoned one.
+# saved. The upsert takes the record's row lock, which orders this save
+# against a sweep's claim (SWEEP_CLAIM): once a sweeper has claimed the key
+# nothing is inserted (the object is being deleted), and once this save has
+# marked the record no sweeper claims it.
 _INSERT_FILE = """
-    WITH inserted AS (
-        INSERT INTO {table} ({key}, file_url, user_id, file_name, content_type, size_bytes, etag)
-        VALUES (%(object_key)s, %(file_url)s, %(user_id)s, %(file_name)s, %(content_type)s,
-                %(size_bytes)s, %(etag)s)
-        ON CONFLICT ({key}) DO NOTHING
-        RETURNING {columns}
-    ), marked AS (
+    WITH marked AS (
         INSERT INTO pending_uploads
             (object_key, provider, user_id, file_name, content_type, declared_size, expires_at, saved_at)
-        SELECT %(object_key)s, %(provider)s, %(user_id)s, %(file_name)s, coalesce(%(content_type)s, ''),
-               %(size_bytes)s, now(), now()
-        FROM inserted
-        ON CONFLICT (object_key) DO UPDATE SET saved_at = now() WHERE pending_uploads.saved_at IS NULL
+        VALUES (%(object_key)s, %(provider)s, %(user_id)s, %(file_name)s, coalesce(%(content_type)s, ''),
+                %(size_bytes)s, now(), now())
+        ON CONFLICT (object_key) DO UPDATE SET saved_at = coalesce(pending_uploads.saved_at, now())
+            WHERE pending_uploads.sweep_claimed_at IS NULL AND pending_uploads.user_id = EXCLUDED.user_id
+        RETURNING object_key
     )
-    SELECT * FROM inserted
+    INSERT INTO {table} ({key}, file_url, user_id, file_name, content_type, size_bytes, etag)
+    SELECT %(object_key)s, %(file_url)s, %(user_id)s, %(file_name)s, %(content_type)s,
+           %(size_bytes)s, %(etag)s
+    FROM marked
+    ON CONFLICT ({key}) DO NOTHING
+    RETURNING {columns}
+"""
+
+SELECT_SWEPT = """
+    SELECT sweep_claimed_at IS NOT NULL
+    FROM pending_uploads
+    WHERE object_key = %(object_key)s
 """
 
 _SELECT_FILE_BY_KEY = """
     SELECT {columns}
     FROM {table}
     WHERE {key} = %(object_key)s
+"""
+
+# One page of a user's files, newest first: a range scan of the (user_id, id)
+# index (migration 005) whatever the table's size. ``before`` is the last id
+# of the previous page (keyset pagination; no OFFSET).
+_SELECT_PAGE = """
+    SELECT {columns}
+    FROM {table}
+    WHERE user_id = %(user_id)s AND id < %(before)s
+    ORDER BY id DESC
+    LIMIT %(limit)s
+"""
+
+_SELECT_FILE_BY_ID = """
+    SELECT {columns}
+    FROM {table}
+    WHERE id = %(id)s AND user_id = %(user_id)s
+"""
+
+# Delete the row and remember the deletion, so deleting again is told apart
+# from an id that was never this user's.
+_DELETE_FILE = """
+    WITH gone AS (
+        DELETE FROM {table}
+        WHERE id = %(id)s AND user_id = %(user_id)s
+        RETURNING id, {key}, user_id
+    )
+    INSERT INTO deleted_files (provider, file_id, user_id, object_key)
+    SELECT %(provider)s, id, user_id, {key} FROM gone
+    ON CONFLICT (provider, file_id) DO NOTHING
+"""
+
+SELECT_DELETED = """
+    SELECT 1 FROM deleted_files
+    WHERE provider = %(provider)s AND file_id = %(id)s AND user_id = %(user_id)s
 """
 
 # provider -> (table, key column), straight from the guides.
@@ -144,8 +195,14 @@ FILE_TABLES: dict[str, tuple[str, str]] = {
 def _file_queries(table: str, key: str) -> dict[str, str]:
     columns = _FILE_COLUMNS.format(key=key)
     return {
-        "insert": _INSERT_FILE.format(table=table, key=key, columns=columns),
-        "select_by_key": _SELECT_FILE_BY_KEY.format(table=table, key=key, columns=columns),
+        name: query.format(table=table, key=key, columns=columns)
+        for name, query in (
+            ("insert", _INSERT_FILE),
+            ("select_by_key", _SELECT_FILE_BY_KEY),
+            ("select_page", _SELECT_PAGE),
+            ("select_by_id", _SELECT_FILE_BY_ID),
+            ("delete", _DELETE_FILE),
+        )
     }
 
 
@@ -174,6 +231,9 @@ class _ActingUserCursor:
 
     def fetchone(self) -> tuple[Any, ...] | None:
         return self._cursor.fetchone()
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return self._cursor.fetchall()
 
 
 class FileRepository:
@@ -275,6 +335,271 @@ class FileRepository:
             # A new statement, so a new snapshot: it sees a racing save's row.
             cur.execute(queries["select_by_key"], params)
             existing = cur.fetchone()
-            return (_stored_file(provider, existing) if existing else None), False
+            if existing is not None:
+                return _stored_file(provider, existing), False
+            cur.execute(SELECT_SWEPT, params)
+            swept = cur.fetchone()
+            if swept is not None and swept[0]:
+                raise AbandonedUpload(new.object_key)
+            return None, False
 
         return self._run(new.user_id, work)
+
+    def list_files(self, provider: str, user_id: str, before: int, limit: int) -> list[StoredFile]:
+        """Return up to ``limit`` of the user's files with ids below ``before``, newest first."""
+        params = {"user_id": user_id, "before": before, "limit": limit}
+
+        def work(cur: QueryCursor) -> list[StoredFile]:
+            cur.execute(FILE_QUERIES[provider]["select_page"], params)
+            return [_stored_file(provider, row) for row in cur.fetchall()]
+
+        return self._run(user_id, work)
+
+    def get_file(self, provider: str, user_id: str, file_id: int) -> StoredFile | None:
+        """Return the user's file ``file_id``, or None (also when it is another user's)."""
+        params = {"user_id": user_id, "id": file_id}
+
+        def work(cur: QueryCursor) -> StoredFile | None:
+            cur.execute(FILE_QUERIES[provider]["select_by_id"], params)
+            row = cur.fetchone()
+            return _stored_file(provider, row) if row else None
+
+        return self._run(user_id, work)
+
+    def delete_file(self, provider: str, user_id: str, file_id: int) -> None:
+        """Delete the user's row ``file_id`` and remember that it was deleted."""
+        params = {"user_id": user_id, "id": file_id, "provider": provider}
+        self._run(user_id, functools.partial(_execute, FILE_QUERIES[provider]["delete"], params))
+
+    def was_deleted(self, provider: str, user_id: str, file_id: int) -> bool:
+        """Whether this user deleted ``file_id`` earlier."""
+        params = {"user_id": user_id, "id": file_id, "provider": provider}
+
+        def work(cur: QueryCursor) -> bool:
+            cur.execute(SELECT_DELETED, params)
+            return cur.fetchone() is not None
+
+        return self._run(user_id, work)
+
+
+# --- Maintenance (`flask storage sweep|reconcile`), run by operators as the tables' owner ---
+
+# Which role are we? Under row-level security a non-owner sees only the rows
+# of the user a transaction names, so a sweep would silently find nothing.
+SELECT_ROW_SECURITY_ACTIVE = "SELECT row_security_active('pending_uploads')"
+
+# Claim a batch of abandoned uploads: presigned before the cut-off, never
+# saved, no row in any files table. SKIP LOCKED hands racing sweepers
+# disjoint batches; the claim commits before any object is deleted, and a
+# save that comes later is refused (_INSERT_FILE). A claim whose sweeper died
+# before marking it swept is taken again once it is stale.
+SWEEP_CLAIM = """
+    UPDATE pending_uploads AS p
+    SET sweep_claimed_at = now()
+    FROM (
+        SELECT object_key
+        FROM pending_uploads AS c
+        WHERE c.saved_at IS NULL
+          AND c.created_at < now() - make_interval(secs => %(older_than)s)
+          AND c.provider = ANY(%(providers)s)
+          AND (c.sweep_claimed_at IS NULL
+               OR (c.swept_at IS NULL AND c.sweep_claimed_at < now() - make_interval(secs => %(stale)s)))
+          AND NOT EXISTS (SELECT 1 FROM s3_files f WHERE f.object_key = c.object_key)
+          AND NOT EXISTS (SELECT 1 FROM r2_files f WHERE f.object_key = c.object_key)
+          AND NOT EXISTS (SELECT 1 FROM b2_files f WHERE f.object_key = c.object_key)
+          AND NOT EXISTS (SELECT 1 FROM azure_files f WHERE f.blob_name = c.object_key)
+        ORDER BY c.created_at
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) AS batch
+    WHERE p.object_key = batch.object_key
+    RETURNING p.object_key, p.provider
+"""
+
+MARK_SWEPT = """
+    UPDATE pending_uploads SET swept_at = now()
+    WHERE object_key = ANY(%(keys)s) AND sweep_claimed_at IS NOT NULL
+"""
+
+# Swept records are kept while their upload URL could still be used and a
+# while after (a save whose HEAD came just before the delete must still meet
+# the claim); then they are forgotten.
+FORGET_SWEPT = """
+    DELETE FROM pending_uploads
+    WHERE swept_at < now() - make_interval(secs => %(keep)s) AND expires_at < now()
+"""
+
+# Reconcile: the bucket listing is copied, a page at a time, into a
+# temporary table, and PostgreSQL does both anti-joins; the process holds
+# one page at a time whatever the bucket's size.
+CREATE_LISTING = """
+    CREATE TEMPORARY TABLE IF NOT EXISTS reconcile_listing (
+        key TEXT PRIMARY KEY,
+        size BIGINT NOT NULL,
+        last_modified TIMESTAMPTZ NOT NULL
+    )
+"""
+TRUNCATE_LISTING = "TRUNCATE reconcile_listing"
+INSERT_LISTING = """
+    INSERT INTO reconcile_listing (key, size, last_modified)
+    SELECT r->>0, (r->>1)::bigint, (r->>2)::timestamptz
+    FROM json_array_elements(%(objects)s::json) AS r
+    ON CONFLICT (key) DO NOTHING
+"""
+
+_SELECT_OBJECTS_WITHOUT_ROW = """
+    SELECT l.key, l.size, l.last_modified
+    FROM reconcile_listing AS l
+    WHERE l.key > %(after)s
+      AND NOT EXISTS (SELECT 1 FROM {table} AS f WHERE f.{key} = l.key)
+    ORDER BY l.key
+    LIMIT %(limit)s
+"""
+
+_SELECT_ROWS_WITHOUT_OBJECT = """
+    SELECT f.id, f.{key}, f.user_id, f.upload_timestamp
+    FROM {table} AS f
+    WHERE f.id > %(after)s
+      AND f.upload_timestamp < %(listed_since)s
+      AND NOT EXISTS (SELECT 1 FROM reconcile_listing AS l WHERE l.key = f.{key})
+    ORDER BY f.id
+    LIMIT %(limit)s
+"""
+
+_COUNT_ROWS = "SELECT count(*) FROM {table}"
+
+# Claim orphan objects for deletion the way a sweep claims abandoned uploads,
+# creating the record when presign's never landed: a save racing the fix
+# either marks the record first (and the object is kept) or is refused.
+_CLAIM_ORPHANS = """
+    INSERT INTO pending_uploads AS p
+        (object_key, provider, user_id, file_name, content_type, expires_at, sweep_claimed_at)
+    SELECT k, %(provider)s, '', '', '', now(), now()
+    FROM unnest(%(keys)s::text[]) AS k
+    WHERE NOT EXISTS (SELECT 1 FROM {table} AS f WHERE f.{key} = k)
+    ON CONFLICT (object_key) DO UPDATE SET sweep_claimed_at = now(), swept_at = NULL
+        WHERE p.saved_at IS NULL
+          AND (p.sweep_claimed_at IS NULL OR p.swept_at IS NOT NULL
+               OR p.sweep_claimed_at < now() - make_interval(secs => %(stale)s))
+    RETURNING object_key
+"""
+
+_DELETE_ROW_BY_ID = """
+    WITH gone AS (
+        DELETE FROM {table}
+        WHERE id = %(id)s AND {key} = %(object_key)s
+        RETURNING id, {key}, user_id
+    )
+    INSERT INTO deleted_files (provider, file_id, user_id, object_key)
+    SELECT %(provider)s, id, user_id, {key} FROM gone
+    ON CONFLICT (provider, file_id) DO NOTHING
+"""
+
+
+def _maintenance_queries(table: str, key: str) -> dict[str, str]:
+    return {
+        name: query.format(table=table, key=key)
+        for name, query in (
+            ("objects_without_row", _SELECT_OBJECTS_WITHOUT_ROW),
+            ("rows_without_object", _SELECT_ROWS_WITHOUT_OBJECT),
+            ("count_rows", _COUNT_ROWS),
+            ("claim_orphans", _CLAIM_ORPHANS),
+            ("delete_row", _DELETE_ROW_BY_ID),
+        )
+    }
+
+
+MAINTENANCE_QUERIES: dict[str, dict[str, str]] = {
+    provider: _maintenance_queries(table, key) for provider, (table, key) in FILE_TABLES.items()
+}
+
+
+@dataclass(frozen=True)
+class ListedRow:
+    """A files-table row that reconcile looks at."""
+
+    id: int
+    object_key: str
+    user_id: str
+    uploaded_at: datetime | None
+
+
+class MaintenanceRepository:
+    """The operators' queries, on one connection of their own (not the request pool).
+
+    Each method is one transaction, committed before it returns: a claim must
+    be visible to saves before the objects it names are deleted.
+    """
+
+    def __init__(self, conn: Connection):
+        self._conn = conn
+
+    def _one(self, query: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        with self._conn, self._conn.cursor() as cur:
+            cur.execute(query, params or {})
+            return cur.fetchall() if cur.description else []
+
+    def row_security_hides_rows(self) -> bool:
+        """Whether row-level security applies to this role (so it cannot see every user's rows)."""
+        return bool(self._one(SELECT_ROW_SECURITY_ACTIVE)[0][0])
+
+    def claim_abandoned(
+        self, providers: Sequence[str], older_than: float, limit: int, stale_after: float
+    ) -> list[tuple[str, str]]:
+        """Claim up to ``limit`` abandoned uploads; return their (key, provider)."""
+        params = {
+            "providers": list(providers),
+            "older_than": older_than,
+            "limit": limit,
+            "stale": stale_after,
+        }
+        return [(row[0], row[1]) for row in self._one(SWEEP_CLAIM, params)]
+
+    def mark_swept(self, keys: Sequence[str]) -> None:
+        """Record that the objects of these claimed keys are deleted."""
+        if keys:
+            self._one(MARK_SWEPT, {"keys": list(keys)})
+
+    def forget_swept(self, keep_seconds: float) -> int:
+        """Delete swept records that can no longer matter; return how many."""
+        with self._conn, self._conn.cursor() as cur:
+            cur.execute(FORGET_SWEPT, {"keep": keep_seconds})
+            return int(cur.rowcount)
+
+    def start_listing(self) -> None:
+        """Create (or empty) this connection's copy of a bucket listing."""
+        self._one(CREATE_LISTING)
+        self._one(TRUNCATE_LISTING)
+
+    def add_to_listing(self, objects: Sequence[tuple[str, int, datetime]]) -> None:
+        """Append one page of a bucket listing."""
+        rows = [(key, size, modified.isoformat()) for key, size, modified in objects]
+        self._one(INSERT_LISTING, {"objects": json.dumps(rows)})
+
+    def count_rows(self, provider: str) -> int:
+        """Return how many rows the provider's files table holds."""
+        return int(self._one(MAINTENANCE_QUERIES[provider]["count_rows"])[0][0])
+
+    def objects_without_row(self, provider: str, after: str, limit: int) -> list[tuple[str, int, datetime]]:
+        """Return listed objects after ``after`` (by key) that have no row."""
+        query = MAINTENANCE_QUERIES[provider]["objects_without_row"]
+        return [(r[0], r[1], r[2]) for r in self._one(query, {"after": after, "limit": limit})]
+
+    def rows_without_object(
+        self, provider: str, after: int, listed_since: datetime, limit: int
+    ) -> list[ListedRow]:
+        """Return rows after id ``after``, older than the listing, whose object was not listed."""
+        query = MAINTENANCE_QUERIES[provider]["rows_without_object"]
+        params = {"after": after, "listed_since": listed_since, "limit": limit}
+        return [ListedRow(*row) for row in self._one(query, params)]
+
+    def claim_orphans(self, provider: str, keys: Sequence[str], stale_after: float) -> list[str]:
+        """Claim objects with no row for deletion; return the keys claimed."""
+        query = MAINTENANCE_QUERIES[provider]["claim_orphans"]
+        params = {"provider": provider, "keys": list(keys), "stale": stale_after}
+        return [row[0] for row in self._one(query, params)]
+
+    def delete_row(self, provider: str, row: ListedRow) -> None:
+        """Delete a row whose object is gone, remembering it as deleted for its owner."""
+        params = {"id": row.id, "object_key": row.object_key, "provider": provider}
+        self._one(MAINTENANCE_QUERIES[provider]["delete_row"], params)

@@ -94,6 +94,7 @@ def app_env(stack: tuple[LocalStack, dict[str, str]], database_url: str) -> dict
         "AUTH_MODE": "dev",
         "RATE_LIMIT_PRESIGN": "100000/minute",
         "RATE_LIMIT_SAVE": "100000/minute",
+        "RATE_LIMIT_FILES": "100000/minute",
     }
 
 
@@ -168,7 +169,10 @@ def _empty_tables(request: pytest.FixtureRequest) -> Iterator[None]:
     conn = psycopg2.connect(dsn)
     conn.autocommit = True
     with conn.cursor() as cur:
-        cur.execute("TRUNCATE s3_files, r2_files, b2_files, azure_files, pending_uploads RESTART IDENTITY")
+        cur.execute(
+            "TRUNCATE s3_files, r2_files, b2_files, azure_files, pending_uploads, deleted_files"
+            " RESTART IDENTITY"
+        )
     conn.close()
     yield
 

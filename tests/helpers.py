@@ -61,3 +61,21 @@ def rows(conn: psycopg2.extensions.connection, provider: str) -> list[dict[str, 
         cur.execute(f"SELECT * FROM {FILE_TABLES[provider]} ORDER BY id")  # noqa: S608 - fixed names
         names = [c.name for c in cur.description or ()]
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def upload(
+    client: FlaskClient,
+    provider: str,
+    data: bytes = b"hello",
+    file_name: str = "hello.txt",
+    content_type: str = "text/plain",
+    user: str | None = None,
+) -> dict[str, Any]:
+    """Presign, PUT ``data`` to storage and save it; return the saved file object."""
+    presigned = presign(client, provider, file_name, content_type, file_size=len(data), user=user)
+    uploaded = put(presigned, data)
+    assert uploaded.status_code in (200, 201), uploaded.text
+    response = save(client, provider, presigned["objectKey"], user=user)
+    assert response.status_code == 201, response.get_json()
+    saved: dict[str, Any] = response.get_json()["file"]
+    return saved

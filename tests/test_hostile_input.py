@@ -70,7 +70,8 @@ def test_any_file_name_gives_a_safe_key_or_a_400(client: FlaskClient, name: str)
     assert_clean_refusal_or_success(response)
     if response.status_code == 200:
         key = response.get_json()["objectKey"]
-        tail = key[37:]
+        prefix, tail = key.split("-", 1)
+        assert len(prefix) == 40
         assert "/" not in tail and "\\" not in tail
         assert all(ord(ch) >= 0x20 and ord(ch) != 0x7F for ch in key)
         assert len(tail.encode("utf-8")) <= 200

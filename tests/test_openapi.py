@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import threading
 from collections.abc import Callable
@@ -22,7 +23,8 @@ def registered_operations(app: Flask) -> set[tuple[str, str]]:
     for rule in app.url_map.iter_rules():
         for method in rule.methods or ():
             if method not in ("HEAD", "OPTIONS"):
-                operations.add((rule.rule, method.lower()))
+                # Flask's /files/<file_id> is OpenAPI's /files/{file_id}.
+                operations.add((re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule), method.lower()))
     return operations
 
 

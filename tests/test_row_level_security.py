@@ -11,7 +11,7 @@ import pytest
 from flask import Flask
 
 from app.migrations import apply_migrations, pending_migrations
-from tests.helpers import PROVIDERS, presign, put, recorder, save
+from tests.helpers import PROVIDERS, presign, put, recorder, save, upload
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +51,10 @@ def test_rls_migration_is_only_applied_when_asked(make_database: Callable[[], st
     dsn = make_database()
     apply_migrations(dsn)
     assert pending_migrations(dsn) == []
-    assert pending_migrations(dsn, row_level_security=True) == ["rls/001_row_level_security"]
+    assert pending_migrations(dsn, row_level_security=True) == [
+        "rls/001_row_level_security",
+        "rls/002_deleted_files",
+    ]
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -90,3 +93,25 @@ def test_rls_refuses_writing_a_row_for_another_user(rls_database: tuple[str, str
             cur.execute("INSERT INTO s3_files (object_key, file_url, user_id) VALUES ('k', 'u', 'alice')")
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("provider", ["s3", "azure"])
+def test_listing_reading_and_deleting_work_under_rls(
+    make_app: Callable[..., Flask], rls_database: tuple[str, str], provider: str
+) -> None:
+    _, app_dsn = rls_database
+    client = make_app(DATABASE_URL=app_dsn, DB_ROW_LEVEL_SECURITY="on").test_client()
+    saved = upload(client, provider, b"alice's", "a.txt", user="alice")
+    alice, bob = {"X-User-Id": "alice"}, {"X-User-Id": "bob"}
+
+    listed = client.get(f"/{provider}/files", headers=alice).get_json()["files"]
+    assert [f["id"] for f in listed] == [saved["id"]]
+    assert client.get(f"/{provider}/files", headers=bob).get_json()["files"] == []
+    assert client.get(f"/{provider}/files/{saved['id']}", headers=bob).status_code == 404
+
+    assert client.delete(f"/{provider}/files/{saved['id']}", headers=bob).status_code == 404
+    assert client.delete(f"/{provider}/files/{saved['id']}", headers=alice).status_code == 204
+    assert client.delete(f"/{provider}/files/{saved['id']}", headers=alice).status_code == 204
+    assert client.delete(f"/{provider}/files/{saved['id']}", headers=bob).status_code == 404
+    assert visible_rows(app_dsn, "deleted_files", "alice") == 1
+    assert visible_rows(app_dsn, "deleted_files", "bob") == 0

@@ -6,13 +6,25 @@ from flask import Flask, current_app
 
 from ..config import AzureSettings, Settings
 from ..errors import ServiceUnavailable
-from .base import ObjectInfo, PresignedUpload, StorageError, StorageProvider, StorageTimeout
+from .base import (
+    CorsRule,
+    ListedObject,
+    ObjectInfo,
+    PresignedUpload,
+    StorageError,
+    StorageProvider,
+    StorageRefused,
+    StorageTimeout,
+)
 
 __all__ = [
+    "CorsRule",
+    "ListedObject",
     "ObjectInfo",
     "PresignedUpload",
     "StorageError",
     "StorageProvider",
+    "StorageRefused",
     "StorageTimeout",
     "build_providers",
     "get_provider",

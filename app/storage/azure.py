@@ -19,23 +19,39 @@ from azure.core.exceptions import (
 from azure.storage.blob import (
     BlobSasPermissions,
     BlobServiceClient,
-    CorsRule,
     ExponentialRetry,
     generate_blob_sas,
+)
+from azure.storage.blob import (
+    CorsRule as AzureCorsRule,
 )
 
 from ..config import AzureSettings
 from .base import (
+    CORS_ALLOWED_HEADERS,
+    CORS_EXPOSED_HEADERS,
     CORS_MAX_AGE_SECONDS,
     CORS_METHODS,
+    CorsRule,
+    ListedObject,
     ObjectInfo,
     PresignedUpload,
     StorageError,
     StorageProvider,
+    StorageRefused,
     StorageTimeout,
 )
 
 log = logging.getLogger(__name__)
+
+
+def _split(value: str | list[str] | None) -> list[str]:
+    # The SDK reads rules back as comma-joined strings.
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return value
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 class AzureBlobProvider(StorageProvider):
@@ -54,6 +70,7 @@ class AzureBlobProvider(StorageProvider):
     ):
         self.name = settings.name
         self.bucket = settings.container
+        self.public_read = settings.public_read
         self._settings = settings
         self._container_url = f"{settings.account_url}/{settings.container}"
         # SAS over plain HTTP is only allowed where the endpoint itself is
@@ -71,7 +88,13 @@ class AzureBlobProvider(StorageProvider):
         self._service = service
         self._container = service.get_container_client(settings.container)
 
-    def _sas(self, key: str, permission: BlobSasPermissions, expires_at: datetime) -> str:
+    def _sas(
+        self,
+        key: str,
+        permission: BlobSasPermissions,
+        expires_at: datetime,
+        content_disposition: str | None = None,
+    ) -> str:
         return generate_blob_sas(
             account_name=self._settings.account_name,
             container_name=self._settings.container,
@@ -80,6 +103,7 @@ class AzureBlobProvider(StorageProvider):
             permission=permission,
             expiry=expires_at,
             protocol=self._sas_protocol,
+            content_disposition=content_disposition,
         )
 
     def presign_upload(
@@ -99,10 +123,11 @@ class AzureBlobProvider(StorageProvider):
             expires_at=expires_at,
         )
 
-    def presign_download(self, key: str, expires_in: int) -> str:
-        """Sign a read-only SAS for ``key``."""
+    def presign_download(self, key: str, expires_in: int, content_disposition: str | None = None) -> str:
+        """Sign a read-only SAS for ``key`` (``rscd`` sets the response's Content-Disposition)."""
         expires_at = datetime.now(UTC) + timedelta(seconds=expires_in)
-        return f"{self.object_url(key)}?{self._sas(key, BlobSasPermissions(read=True), expires_at)}"
+        sas = self._sas(key, BlobSasPermissions(read=True), expires_at, content_disposition)
+        return f"{self.object_url(key)}?{sas}"
 
     def object_url(self, key: str) -> str:
         """Return the blob's URL without a SAS."""
@@ -136,17 +161,51 @@ class AzureBlobProvider(StorageProvider):
                 return False
             return True
 
+    def bucket_exists(self) -> bool:
+        """Read the container's properties: missing is False; refused credentials are an error."""
+        with self._translate_errors("get container properties"):
+            try:
+                self._container.get_container_properties()
+            except ResourceNotFoundError:
+                return False
+        return True
+
+    def list_objects(self) -> Iterator[list[ListedObject]]:
+        """Yield List Blobs pages of up to 1,000 blobs."""
+        pages = self._container.list_blobs(results_per_page=1000).by_page()
+        while True:
+            with self._translate_errors("list blobs"):
+                page = next(pages, None)
+                items = list(page) if page is not None else None
+            if items is None:
+                return
+            yield [ListedObject(blob.name, int(blob.size), blob.last_modified) for blob in items]
+
     def set_cors(self, origins: Sequence[str]) -> None:
         """Replace the Blob service's CORS rules (they are per account, not per container)."""
-        rule = CorsRule(
+        rule = AzureCorsRule(
             list(origins),
             [*CORS_METHODS, "OPTIONS"],
-            allowed_headers=["*"],
-            exposed_headers=["*"],
+            allowed_headers=list(CORS_ALLOWED_HEADERS),
+            exposed_headers=[*CORS_EXPOSED_HEADERS, "x-ms-*"],
             max_age_in_seconds=CORS_MAX_AGE_SECONDS,
         )
         with self._translate_errors("set CORS"):
             self._service.set_service_properties(cors=[rule])
+
+    def get_cors(self) -> list[CorsRule]:
+        """Read the Blob service's CORS rules."""
+        with self._translate_errors("get service properties"):
+            properties = self._service.get_service_properties()
+        return [
+            CorsRule(
+                origins=tuple(_split(rule.allowed_origins)),
+                methods=tuple(_split(rule.allowed_methods)),
+                headers=tuple(_split(rule.allowed_headers)),
+                exposed=tuple(_split(rule.exposed_headers)),
+            )
+            for rule in properties.get("cors") or []
+        ]
 
     @contextmanager
     def _translate_errors(self, operation: str) -> Iterator[None]:
@@ -163,7 +222,7 @@ class AzureBlobProvider(StorageProvider):
             log.warning("azure %s failed: %s %s", operation, exc.status_code, code)
             if (exc.status_code or 0) >= 500:
                 raise StorageError(f"azure storage failed ({exc.status_code}), try again") from None
-            raise StorageError(f"azure storage refused the request ({code})") from None
+            raise StorageRefused(f"azure storage refused the request ({code})") from None
         except AzureError as exc:
             log.warning("azure %s failed: %s", operation, type(exc).__name__)
             raise StorageError("azure storage request failed, try again") from None

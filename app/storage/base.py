@@ -7,7 +7,7 @@ error types stay inside the provider modules.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -21,6 +21,41 @@ class ObjectInfo:
     size: int
     content_type: str | None
     etag: str | None
+
+
+@dataclass(frozen=True)
+class ListedObject:
+    """One entry of a bucket listing."""
+
+    key: str
+    size: int
+    last_modified: datetime
+
+
+@dataclass(frozen=True)
+class CorsRule:
+    """One CORS rule as a bucket holds it."""
+
+    origins: tuple[str, ...]
+    methods: tuple[str, ...]
+    headers: tuple[str, ...]
+    exposed: tuple[str, ...]
+
+    def allows(self, origin: str, method: str, header: str | None = None) -> bool:
+        """Whether a preflight from ``origin`` for ``method`` (sending ``header``) passes this rule."""
+        if not any(_matches(pattern, origin) for pattern in self.origins):
+            return False
+        if method.upper() not in {m.upper() for m in self.methods}:
+            return False
+        return header is None or any(_matches(pattern.lower(), header.lower()) for pattern in self.headers)
+
+
+def _matches(pattern: str, value: str) -> bool:
+    # S3 and Azure allow one "*" wildcard per entry ("*", "x-amz-*", "https://*.example.com").
+    if "*" not in pattern:
+        return pattern == value
+    head, _, tail = pattern.partition("*")
+    return len(value) >= len(head) + len(tail) and value.startswith(head) and value.endswith(tail)
 
 
 @dataclass(frozen=True)
@@ -40,6 +75,10 @@ class StorageError(ApiError):
     status = 502
 
 
+class StorageRefused(StorageError):
+    """The provider answered, and said no (credentials, permissions, an unsupported call)."""
+
+
 class StorageTimeout(StorageError):
     """The provider did not answer in time."""
 
@@ -55,6 +94,8 @@ class StorageProvider(ABC):
     bucket: str
     #: the most one presigned PUT may carry (S3, R2 and B2: 5 GiB)
     max_single_upload_bytes: int = 5 * 1024**3
+    #: objects are readable by anyone who has the URL (a public bucket)
+    public_read: bool = False
 
     @abstractmethod
     def presign_upload(
@@ -63,8 +104,19 @@ class StorageProvider(ABC):
         """Sign a single-request upload of ``key``."""
 
     @abstractmethod
-    def presign_download(self, key: str, expires_in: int) -> str:
-        """Sign a GET of ``key``."""
+    def presign_download(self, key: str, expires_in: int, content_disposition: str | None = None) -> str:
+        """Sign a GET of ``key``; the response carries ``content_disposition`` when given."""
+
+    def download_url(self, key: str, expires_in: int, content_disposition: str) -> str:
+        """Return a URL that reads ``key``: plain for a public bucket, else signed.
+
+        A public URL is served with the object's stored headers: only a signed
+        one can force ``content_disposition`` (S3 refuses response-header
+        overrides on anonymous GETs).
+        """
+        if self.public_read:
+            return self.object_url(key)
+        return self.presign_download(key, expires_in, content_disposition)
 
     @abstractmethod
     def object_url(self, key: str) -> str:
@@ -78,6 +130,16 @@ class StorageProvider(ABC):
     def delete(self, key: str) -> None:
         """Delete ``key``; deleting a missing object is not an error."""
 
+    def delete_many(self, keys: Sequence[str]) -> list[str]:
+        """Delete ``keys``; return those that could not be deleted (missing ones are deleted)."""
+        failed = []
+        for key in keys:
+            try:
+                self.delete(key)
+            except StorageError:
+                failed.append(key)
+        return failed
+
     # Administration, for the `flask storage` commands only; never called per request.
 
     @abstractmethod
@@ -85,11 +147,33 @@ class StorageProvider(ABC):
         """Create the bucket or container if it is missing; return whether it was created."""
 
     @abstractmethod
+    def bucket_exists(self) -> bool:
+        """Whether the bucket exists; ``StorageError`` when the credentials are refused."""
+
+    @abstractmethod
+    def list_objects(self) -> Iterator[list[ListedObject]]:
+        """Yield the bucket's objects a page at a time (memory stays one page)."""
+
+    @abstractmethod
     def set_cors(self, origins: Sequence[str]) -> None:
         """Let pages on ``origins`` upload to and download from the bucket directly."""
 
+    @abstractmethod
+    def get_cors(self) -> list[CorsRule]:
+        """Return the bucket's CORS rules (empty when it has none)."""
 
-# What browsers need from a bucket: the upload and download verbs, any request
-# header (Content-Type, x-ms-blob-type, ...), and ETag readable for multipart.
+
+# What browsers need from a bucket for direct uploads and downloads: the
+# verbs (POST and DELETE are multipart's create, complete and abort), the
+# headers a signed PUT carries, and ETag readable (multipart's complete needs it).
 CORS_METHODS = ("GET", "HEAD", "PUT", "POST", "DELETE")
+CORS_ALLOWED_HEADERS = (
+    "Content-Type",
+    "Content-Length",
+    "Content-MD5",
+    "Content-Disposition",
+    "x-amz-*",
+    "x-ms-*",
+)
+CORS_EXPOSED_HEADERS = ("ETag",)
 CORS_MAX_AGE_SECONDS = 3600

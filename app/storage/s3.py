@@ -24,12 +24,17 @@ from botocore.httpsession import get_cert_path
 
 from ..config import S3CompatibleSettings
 from .base import (
+    CORS_ALLOWED_HEADERS,
+    CORS_EXPOSED_HEADERS,
     CORS_MAX_AGE_SECONDS,
     CORS_METHODS,
+    CorsRule,
+    ListedObject,
     ObjectInfo,
     PresignedUpload,
     StorageError,
     StorageProvider,
+    StorageRefused,
     StorageTimeout,
 )
 from .http import HttpPool, HttpResponse, TimedOut, Unreachable
@@ -61,6 +66,7 @@ class S3CompatibleProvider(StorageProvider):
     ):
         self.name = settings.name
         self.bucket = settings.bucket
+        self.public_read = settings.public_read
         self._settings = settings
         # AWS: the bucket's regional endpoint, so URLs never start on the
         # global host (which redirects, and a browser's CORS PUT cannot follow).
@@ -126,12 +132,10 @@ class S3CompatibleProvider(StorageProvider):
             expires_at=datetime.now(UTC) + timedelta(seconds=expires_in),
         )
 
-    def presign_download(self, key: str, expires_in: int) -> str:
-        """Sign a GET of ``key``."""
-        url: str = self._client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_in
-        )
-        return url
+    def presign_download(self, key: str, expires_in: int, content_disposition: str | None = None) -> str:
+        """Sign a GET of ``key`` (botocore's ``get_object`` URL, byte for byte)."""
+        query = {"response-content-disposition": content_disposition} if content_disposition else None
+        return self._signer.presign("GET", f"{self._api_base}/{quote_key(key)}", {}, expires_in, query=query)
 
     def object_url(self, key: str) -> str:
         """Return the unsigned URL of ``key``."""
@@ -145,7 +149,7 @@ class S3CompatibleProvider(StorageProvider):
             return None
         if response.status != 200:
             log.warning("%s HEAD refused: %s", self.name, response.status)
-            raise StorageError(f"{self.name} storage refused the request ({response.status})")
+            raise StorageRefused(f"{self.name} storage refused the request ({response.status})")
         etag = response.headers.get("etag")
         return ObjectInfo(
             size=int(response.headers.get("content-length", "0")),
@@ -186,6 +190,53 @@ class S3CompatibleProvider(StorageProvider):
                 if _error_code(exc) not in _NOT_FOUND:
                     raise
 
+    def delete_many(self, keys: Sequence[str]) -> list[str]:
+        """Delete ``keys`` with DeleteObjects, 1,000 per request; return those that failed."""
+        failed: list[str] = []
+        for start in range(0, len(keys), 1000):
+            chunk = keys[start : start + 1000]
+            try:
+                with self._translate_errors("DeleteObjects"):
+                    answer = self._client.delete_objects(
+                        Bucket=self.bucket,
+                        Delete={"Objects": [{"Key": key} for key in chunk], "Quiet": True},
+                    )
+            except StorageError:
+                failed.extend(chunk)
+                continue
+            for error in answer.get("Errors", []):
+                if error.get("Code") not in _NOT_FOUND:
+                    log.warning("%s could not delete an object: %s", self.name, error.get("Code"))
+                    failed.append(error["Key"])
+        return failed
+
+    def bucket_exists(self) -> bool:
+        """HEAD the bucket: 404 is False; a refusal of the credentials is an error."""
+        with self._translate_errors("HEAD bucket"):
+            try:
+                self._client.head_bucket(Bucket=self.bucket)
+            except ClientError as exc:
+                if _error_code(exc) in {"404", "NoSuchBucket", "NotFound"}:
+                    return False
+                raise
+        return True
+
+    def list_objects(self) -> Iterator[list[ListedObject]]:
+        """Yield ListObjectsV2 pages of up to 1,000 objects."""
+        pages = self._client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, PaginationConfig={"PageSize": 1000}
+        )
+        iterator = iter(pages)
+        while True:
+            with self._translate_errors("ListObjectsV2"):
+                page = next(iterator, None)
+            if page is None:
+                return
+            yield [
+                ListedObject(item["Key"], int(item.get("Size", 0)), item["LastModified"])
+                for item in page.get("Contents", [])
+            ]
+
     def ensure_bucket(self) -> bool:
         """Create the bucket if HEAD says it is missing."""
         with self._translate_errors("create bucket"):
@@ -208,12 +259,31 @@ class S3CompatibleProvider(StorageProvider):
         rule = {
             "AllowedOrigins": list(origins),
             "AllowedMethods": list(CORS_METHODS),
-            "AllowedHeaders": ["*"],
-            "ExposeHeaders": ["ETag"],
+            "AllowedHeaders": list(CORS_ALLOWED_HEADERS),
+            "ExposeHeaders": list(CORS_EXPOSED_HEADERS),
             "MaxAgeSeconds": CORS_MAX_AGE_SECONDS,
         }
-        with self._translate_errors("put bucket CORS"):
+        with self._translate_errors("PutBucketCors"):
             self._client.put_bucket_cors(Bucket=self.bucket, CORSConfiguration={"CORSRules": [rule]})
+
+    def get_cors(self) -> list[CorsRule]:
+        """Read the bucket's CORS rules; a bucket without any has none."""
+        with self._translate_errors("GetBucketCors"):
+            try:
+                answer = self._client.get_bucket_cors(Bucket=self.bucket)
+            except ClientError as exc:
+                if _error_code(exc) == "NoSuchCORSConfiguration":
+                    return []
+                raise
+        return [
+            CorsRule(
+                origins=tuple(rule.get("AllowedOrigins", ())),
+                methods=tuple(rule.get("AllowedMethods", ())),
+                headers=tuple(rule.get("AllowedHeaders", ())),
+                exposed=tuple(rule.get("ExposeHeaders", ())),
+            )
+            for rule in answer.get("CORSRules", [])
+        ]
 
     @contextmanager
     def _translate_errors(self, operation: str) -> Iterator[None]:
@@ -230,7 +300,7 @@ class S3CompatibleProvider(StorageProvider):
             log.warning("%s %s failed: %s %s", self.name, operation, status, _error_code(exc))
             if status >= 500:
                 raise StorageError(f"{self.name} storage failed ({status}), try again") from None
-            raise StorageError(f"{self.name} storage refused the request ({_error_code(exc)})") from None
+            raise StorageRefused(f"{self.name} storage refused the request ({_error_code(exc)})") from None
         except BotoCoreError as exc:
             log.warning("%s %s failed: %s", self.name, operation, type(exc).__name__)
             raise StorageError(f"{self.name} storage request failed, try again") from None

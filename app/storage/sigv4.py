@@ -58,8 +58,13 @@ class SigV4Presigner:
         headers: Mapping[str, str],
         expires_in: int,
         now: datetime | None = None,
+        query: Mapping[str, str] | None = None,
     ) -> str:
-        """Return ``url`` (already percent-encoded) with the SigV4 query string for ``headers``."""
+        """Return ``url`` (already percent-encoded) with the SigV4 query string for ``headers``.
+
+        ``query`` adds parameters of the request itself, such as S3's
+        ``response-content-disposition``; they are signed with the rest.
+        """
         parts = urlsplit(url)
         host = parts.hostname or ""
         if parts.port is not None and parts.port != _DEFAULT_PORTS.get(parts.scheme):
@@ -72,21 +77,32 @@ class SigV4Presigner:
         timestamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
         date = timestamp[:8]
         scope = f"{date}/{self._region}/{self._service}/aws4_request"
-        query = (
+        query_string = (
             f"X-Amz-Algorithm={ALGORITHM}"
             f"&X-Amz-Credential={_encode(f'{self._access_key}/{scope}')}"
             f"&X-Amz-Date={timestamp}"
             f"&X-Amz-Expires={int(expires_in)}"
             f"&X-Amz-SignedHeaders={_encode(signed_headers)}"
         )
+        url_query = query_string
+        if query:
+            # Canonical order is by encoded name; every X-Amz-* name sorts
+            # before a lower-case one, so only the extra ones need sorting.
+            # botocore puts them first in the URL itself.
+            pairs = sorted((_encode(name), _encode(value)) for name, value in query.items())
+            if not all(name[:1].islower() for name, _ in pairs):
+                raise ValueError("extra query parameter names must start with a lower-case letter")
+            extra = "&".join(f"{name}={value}" for name, value in pairs)
+            query_string = f"{query_string}&{extra}"
+            url_query = f"{extra}&{url_query}"
         canonical_headers = "".join(f"{name}:{signed[name]}\n" for name in names)
         # The query parameters above are already in sorted order, as SigV4 wants.
-        canonical_request = (
-            f"{method}\n{parts.path}\n{query}\n{canonical_headers}\n{signed_headers}\n{UNSIGNED_PAYLOAD}"
+        canonical_request = "\n".join(
+            (method, parts.path, query_string, canonical_headers, signed_headers, UNSIGNED_PAYLOAD)
         )
         digest = hashlib.sha256(canonical_request.encode("utf-8")).hexdigest()
         string_to_sign = f"{ALGORITHM}\n{timestamp}\n{scope}\n{digest}"
         signature = hmac.new(
             self._signing_key(date), string_to_sign.encode("utf-8"), hashlib.sha256
         ).hexdigest()
-        return f"{parts.scheme}://{parts.netloc}{parts.path}?{query}&X-Amz-Signature={signature}"
+        return f"{parts.scheme}://{parts.netloc}{parts.path}?{url_query}&X-Amz-Signature={signature}"

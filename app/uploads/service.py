@@ -8,8 +8,16 @@ from datetime import UTC, datetime
 
 from ..config import PROVIDERS
 from ..db import release_db
-from ..errors import ApiError, Conflict, Forbidden, NotFound, ServiceUnavailable, UnprocessableEntity
-from ..repository import FileRepository, NewFile, PendingUpload, StoredFile
+from ..errors import (
+    ApiError,
+    Conflict,
+    Forbidden,
+    Gone,
+    NotFound,
+    ServiceUnavailable,
+    UnprocessableEntity,
+)
+from ..repository import AbandonedUpload, FileRepository, NewFile, PendingUpload, StoredFile
 from ..storage import ObjectInfo, PresignedUpload, StorageProvider, get_provider
 from .keys import KeySigner
 from .policy import UploadPolicy, normalize_media_type
@@ -214,16 +222,22 @@ class UploadService:
     def _record(
         self, provider: StorageProvider, user_id: str, key: str, file_name: str, info: ObjectInfo, field: str
     ) -> tuple[StoredFile, bool]:
-        row, created = self._repo.save_file(
-            provider.name,
-            NewFile(
-                object_key=key,
-                file_url=provider.object_url(key),
-                user_id=user_id,
-                file_name=file_name,
-                content_type=info.content_type,
-                size_bytes=info.size,
-                etag=info.etag,
-            ),
-        )
+        try:
+            row, created = self._repo.save_file(
+                provider.name,
+                NewFile(
+                    object_key=key,
+                    file_url=provider.object_url(key),
+                    user_id=user_id,
+                    file_name=file_name,
+                    content_type=info.content_type,
+                    size_bytes=info.size,
+                    etag=info.etag,
+                ),
+            )
+        except AbandonedUpload:
+            raise Gone(
+                f"{field} was not saved in time and its upload was cleaned up as abandoned; "
+                "presign the file again"
+            ) from None
         return _check_owner(row, user_id, field), created

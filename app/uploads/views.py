@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify, redirect, request
+from werkzeug.wrappers import Response as BaseResponse
 
 from ..auth import current_user_id
 from ..config import Settings
 from ..ratelimit import rate_limited
 from ..repository import StoredFile
-from ..storage import get_provider
+from ..storage import StorageProvider, get_provider
+from .files import FileService, parse_limit
 from .schemas import json_object, parse_presign, parse_save
 from .service import IssuedUpload, UploadService
 
@@ -29,6 +31,10 @@ def _settings() -> Settings:
 
 def _uploads() -> UploadService:
     return current_app.extensions["uploads"]  # type: ignore[no-any-return]
+
+
+def _files() -> FileService:
+    return current_app.extensions["files"]  # type: ignore[no-any-return]
 
 
 def presign_body(issued: IssuedUpload) -> dict[str, Any]:
@@ -49,8 +55,8 @@ def presign_body(issued: IssuedUpload) -> dict[str, Any]:
     return body
 
 
-def file_body(row: StoredFile) -> dict[str, Any]:
-    """Describe a saved file."""
+def file_body(row: StoredFile, provider: StorageProvider) -> dict[str, Any]:
+    """Describe a saved file, with a fresh link to download it."""
     body: dict[str, Any] = {
         "id": row.id,
         "provider": row.provider,
@@ -61,6 +67,7 @@ def file_body(row: StoredFile) -> dict[str, Any]:
         "etag": row.etag,
         "fileUrl": row.file_url,
         "uploadedAt": row.uploaded_at.isoformat().replace("+00:00", "Z") if row.uploaded_at else None,
+        "downloadUrl": _files().download_url(provider, row),
     }
     if row.provider == "azure":
         body["blobName"] = row.object_key
@@ -97,7 +104,8 @@ def save(provider_name: str | None) -> tuple[Response, int]:
         field=wanted.field,
         fallback_provider=fallback,
     )
-    return jsonify({"success": True, "file": file_body(row)}), 201 if created else 200
+    body = {"success": True, "file": file_body(row, get_provider(row.provider))}
+    return jsonify(body), 201 if created else 200
 
 
 @bp.post("/presign-upload")
@@ -112,6 +120,44 @@ def presign_upload(provider: str) -> tuple[Response, int]:
 def save_metadata(provider: str) -> tuple[Response, int]:
     """Record an uploaded object: ``{objectKey}`` (Azure also takes ``blobName``)."""
     return save(provider)
+
+
+@bp.get("/files")
+@rate_limited("files")
+def list_files(provider: str) -> tuple[Response, int]:
+    """The caller's files, newest first: ``?limit=1..100&cursor=<nextCursor>``."""
+    user_id = current_user_id()
+    storage = get_provider(provider)
+    limit = parse_limit(request.args.get("limit"))
+    page = _files().list_files(storage, user_id, limit, request.args.get("cursor"))
+    files = [file_body(row, storage) for row in page.files]
+    return jsonify({"success": True, "files": files, "nextCursor": page.next_cursor}), 200
+
+
+@bp.get("/files/<file_id>")
+@rate_limited("files")
+def get_file(provider: str, file_id: str) -> tuple[Response, int]:
+    """One of the caller's files, with a fresh ``downloadUrl``."""
+    storage = get_provider(provider)
+    row = _files().get_file(storage, current_user_id(), file_id)
+    return jsonify({"success": True, "file": file_body(row, storage)}), 200
+
+
+@bp.get("/files/<file_id>/download")
+@rate_limited("files")
+def download_file(provider: str, file_id: str) -> BaseResponse:
+    """Redirect (302) to a fresh download link for one of the caller's files."""
+    storage = get_provider(provider)
+    row = _files().get_file(storage, current_user_id(), file_id)
+    return redirect(_files().download_url(storage, row), code=302)
+
+
+@bp.delete("/files/<file_id>")
+@rate_limited("files")
+def delete_file(provider: str, file_id: str) -> tuple[str, int]:
+    """Delete the object, then its row; 204, also when it was already deleted."""
+    _files().delete_file(get_provider(provider), current_user_id(), file_id)
+    return "", 204
 
 
 # The guides' paths, answered by the same code.

@@ -1,0 +1,1 @@
+"""Operators' tasks behind `flask storage ...`: bucket set-up and checks, sweeping, reconciling."""

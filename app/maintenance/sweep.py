@@ -1,0 +1,68 @@
+"""Sweep abandoned uploads: presigned, perhaps uploaded, never saved.
+
+Safe to run from cron on several replicas at once: each sweeper claims a
+batch in PostgreSQL (``FOR UPDATE SKIP LOCKED``, committed before any object
+is deleted), so no two delete the same object, and save-metadata refuses a
+claimed key, so nothing is deleted under a save that lands meanwhile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ..repository import MaintenanceRepository
+from ..storage import StorageProvider
+
+BATCH_SIZE = 500
+# A claim whose sweeper died before finishing is taken again after this long.
+STALE_CLAIM_SECONDS = 15 * 60
+# Swept records stay this long (and while their upload URL is valid) so that a
+# save whose HEAD preceded the delete still meets the claim, then go.
+KEEP_SWEPT_SECONDS = 3600
+
+
+@dataclass
+class SweepReport:
+    """What one sweep did, per provider."""
+
+    swept: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, int] = field(default_factory=dict)
+    forgotten: int = 0
+
+    @property
+    def total_swept(self) -> int:
+        """Uploads swept across providers."""
+        return sum(self.swept.values())
+
+    @property
+    def total_failed(self) -> int:
+        """Uploads whose object could not be deleted (retried by a later sweep)."""
+        return sum(self.failed.values())
+
+
+def sweep(
+    repo: MaintenanceRepository,
+    providers: Mapping[str, StorageProvider],
+    older_than: float,
+    *,
+    batch_size: int = BATCH_SIZE,
+    keep_swept_seconds: float = KEEP_SWEPT_SECONDS,
+) -> SweepReport:
+    """Delete the objects of uploads presigned more than ``older_than`` seconds ago and never saved."""
+    report = SweepReport(swept=dict.fromkeys(providers, 0), failed=dict.fromkeys(providers, 0))
+    while True:
+        claimed = repo.claim_abandoned(list(providers), older_than, batch_size, STALE_CLAIM_SECONDS)
+        by_provider: dict[str, list[str]] = {}
+        for key, provider in claimed:
+            by_provider.setdefault(provider, []).append(key)
+        for name, keys in by_provider.items():
+            failed = set(providers[name].delete_many(keys))
+            # A failed delete keeps its claim: the next sweep after it goes stale retries it.
+            repo.mark_swept([key for key in keys if key not in failed])
+            report.swept[name] += len(keys) - len(failed)
+            report.failed[name] += len(failed)
+        if len(claimed) < batch_size:
+            break
+    report.forgotten = repo.forget_swept(keep_swept_seconds)
+    return report

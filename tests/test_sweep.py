@@ -1,0 +1,201 @@
+"""`flask storage sweep`: abandoned uploads go, saved ones stay, racing sweepers split the work."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import psycopg2
+import psycopg2.extensions
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from app.maintenance.durations import format_duration, parse_duration
+from app.maintenance.sweep import SweepReport, sweep
+from app.repository import MaintenanceRepository
+from app.storage import get_provider
+from tests.helpers import PROVIDERS, presign, put, recorder, save, upload
+
+pytestmark = pytest.mark.integration
+
+
+def abandon(client: FlaskClient, provider: str, data: bytes = b"never saved") -> str:
+    """Presign and upload a file, and never save it; return its key."""
+    presigned = presign(client, provider, "abandoned.txt", "text/plain", file_size=len(data))
+    assert put(presigned, data).status_code in (200, 201)
+    key: str = presigned["objectKey"]
+    return key
+
+
+def exists(app: Flask, provider: str, key: str) -> bool:
+    with app.app_context():
+        return get_provider(provider).head(key) is not None
+
+
+def pending(db: psycopg2.extensions.connection, key: str) -> tuple[object, object, object] | None:
+    with db.cursor() as cur:
+        cur.execute(
+            "SELECT saved_at, sweep_claimed_at, swept_at FROM pending_uploads WHERE object_key = %s", (key,)
+        )
+        row = cur.fetchone()
+    return (row[0], row[1], row[2]) if row else None
+
+
+def test_sweep_deletes_abandoned_uploads_and_keeps_saved_ones(
+    app: Flask, client: FlaskClient, runner: object, db: psycopg2.extensions.connection
+) -> None:
+    abandoned = {provider: abandon(client, provider) for provider in PROVIDERS}
+    never_uploaded = presign(client, "s3", "ghost.txt")["objectKey"]
+    kept = {provider: upload(client, provider, b"saved")["objectKey"] for provider in PROVIDERS}
+    assert recorder(app).flush()
+
+    result = runner.invoke(args=["storage", "sweep", "--older-than", "0s"])  # type: ignore[attr-defined]
+    assert result.exit_code == 0, result.output
+    assert "abandoned uploads presigned more than 0s ago and never saved:" in result.output
+    assert "s3        2      0" in result.output  # the uploaded one and the one never uploaded
+    for provider in ("r2", "b2", "azure"):
+        assert f"{provider:<8}  1      0" in result.output
+
+    for provider, key in abandoned.items():
+        assert not exists(app, provider, key)
+        state = pending(db, key)
+        assert state is not None and state[0] is None and state[2] is not None  # swept, not saved
+    assert pending(db, never_uploaded) is not None
+    for provider, key in kept.items():
+        assert exists(app, provider, key)
+
+    again = runner.invoke(args=["storage", "sweep", "--older-than", "0s"])  # type: ignore[attr-defined]
+    assert again.exit_code == 0
+    assert "s3        0      0" in again.output
+
+
+def test_sweep_leaves_uploads_younger_than_the_cut_off(
+    app: Flask, client: FlaskClient, runner: object
+) -> None:
+    key = abandon(client, "s3")
+    assert recorder(app).flush()
+    result = runner.invoke(args=["storage", "sweep"])  # type: ignore[attr-defined]  # default 24h
+    assert result.exit_code == 0
+    assert "more than 1d ago" in result.output
+    assert "s3        0      0" in result.output
+    assert exists(app, "s3", key)
+
+
+def test_a_save_after_the_sweep_claimed_the_key_is_refused_with_410(
+    app: Flask, client: FlaskClient, database_url: str
+) -> None:
+    key = abandon(client, "s3")
+    assert recorder(app).flush()
+    # A sweeper claims the key (the moment it commits, before it deletes the object) ...
+    conn = psycopg2.connect(database_url)
+    try:
+        claimed = MaintenanceRepository(conn).claim_abandoned(["s3"], 0, 10, 900)
+    finally:
+        conn.close()
+    assert claimed == [(key, "s3")]
+    # ... and the owner's save, whose HEAD still finds the object, is refused, with no row written.
+    response = save(client, "s3", key)
+    assert response.status_code == 410
+    assert response.get_json() == {
+        "success": False,
+        "error": "objectKey was not saved in time and its upload was cleaned up as abandoned; "
+        "presign the file again",
+    }
+    assert client.get("/s3/files").get_json()["files"] == []
+
+
+def test_a_save_that_lands_first_keeps_its_object(app: Flask, client: FlaskClient, runner: object) -> None:
+    key = abandon(client, "azure")
+    assert recorder(app).flush()
+    assert save(client, "azure", key).status_code == 201
+    result = runner.invoke(args=["storage", "sweep", "--older-than", "0s"])  # type: ignore[attr-defined]
+    assert "azure     0      0" in result.output
+    assert exists(app, "azure", key)
+
+
+def test_racing_sweeps_share_the_work_and_never_repeat_it(
+    app: Flask, client: FlaskClient, database_url: str
+) -> None:
+    keys = [abandon(client, "r2", b"%d" % i) for i in range(60)]
+    assert recorder(app).flush()
+    with app.app_context():
+        providers = {"r2": get_provider("r2")}
+    reports: list[SweepReport] = []
+    start = threading.Barrier(2)
+
+    def run() -> None:
+        conn = psycopg2.connect(database_url)
+        try:
+            start.wait()
+            reports.append(sweep(MaintenanceRepository(conn), providers, 0, batch_size=7))
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(reports) == 2
+    # Every upload swept exactly once between them (a repeat would count twice).
+    assert sum(r.swept["r2"] for r in reports) == len(keys)
+    assert all(r.total_failed == 0 for r in reports)
+    assert not any(exists(app, "r2", key) for key in keys)
+
+
+def test_sweep_keeps_its_claim_when_storage_fails_and_exits_1(
+    make_app: Callable[..., Flask], app: Flask, client: FlaskClient, db: psycopg2.extensions.connection
+) -> None:
+    key = abandon(client, "s3")
+    assert recorder(app).flush()
+    broken = make_app(S3_ENDPOINT_URL="http://127.0.0.1:9", STORAGE_MAX_ATTEMPTS="1")
+    result = broken.test_cli_runner().invoke(args=["storage", "sweep", "--older-than", "0s"])
+    assert result.exit_code == 1
+    assert "s3        0      1" in result.output
+    assert "1 objects could not be deleted; a later sweep retries them" in result.output
+    state = pending(db, key)
+    assert state is not None and state[1] is not None and state[2] is None  # claimed, not swept
+    assert exists(app, "s3", key)
+    assert save(client, "s3", key).status_code == 410
+
+
+def test_swept_records_are_forgotten_once_their_urls_expired(
+    make_app: Callable[..., Flask], database_url: str, db: psycopg2.extensions.connection
+) -> None:
+    short = make_app(UPLOAD_URL_EXPIRES_SECONDS="1")
+    client = short.test_client()
+    key = abandon(client, "b2")
+    assert recorder(short).flush()
+    with short.app_context():
+        providers = {"b2": get_provider("b2")}
+    conn = psycopg2.connect(database_url)
+    try:
+        repo = MaintenanceRepository(conn)
+        first = sweep(repo, providers, 0, keep_swept_seconds=0)
+        assert first.swept == {"b2": 1}
+        with db.cursor() as cur:
+            cur.execute("UPDATE pending_uploads SET expires_at = now() - interval '1 second'")
+        second = sweep(repo, providers, 0, keep_swept_seconds=0)
+    finally:
+        conn.close()
+    assert second.forgotten == 1
+    assert pending(db, key) is None
+
+
+@pytest.mark.parametrize("value", ["soon", "-1h", "1x", "", "h"])
+def test_sweep_refuses_a_bad_duration(runner: object, value: str) -> None:
+    result = runner.invoke(args=["storage", "sweep", "--older-than", value])  # type: ignore[attr-defined]
+    assert result.exit_code == 2
+    assert f"{value!r} is not a duration such as 30m, 24h or 0s" in result.output
+
+
+def test_durations_read_and_print_alike() -> None:
+    assert parse_duration("0s") == 0
+    assert parse_duration("30m") == 1800
+    assert parse_duration("24h") == 86400
+    assert parse_duration("1d2h3m4s") == 93784
+    with pytest.raises(ValueError):
+        parse_duration("90")
+    for seconds in (0, 59, 3600, 86400, 93784):
+        assert parse_duration(format_duration(seconds)) == seconds
