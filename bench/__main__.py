@@ -172,6 +172,42 @@ def prepare_uploads(server: Server, count: int, token: str | None, keys_file: Pa
     keys_file.write_text("\n".join(keys) + "\n")
 
 
+# The listing workload: one table holds 10k rows, another 1M, with the same
+# share (one row in ten) owned by the benchmark's user; pages are read at
+# random positions. Same code, same route shape (/r2/files, /s3/files).
+LISTING_TABLES = {"r2": 10_000, "s3": 1_000_000}
+LISTING_OWNER_EVERY = 10
+
+SEED_FILES = """
+    INSERT INTO {table} (object_key, file_url, user_id, file_name, content_type, size_bytes, etag)
+    SELECT 'seed-' || g || '-file.txt', 'https://example.invalid/seed-' || g,
+           CASE WHEN g %% %(every)s = 0 THEN %(owner)s ELSE 'other-' || (g %% 997) END,
+           'file.txt', 'text/plain', 100, 'etag'
+    FROM generate_series(1, %(rows)s) AS g
+"""
+
+
+def seed_listing(database_url: str, owner: str, cursors_dir: Path) -> dict[str, Path]:
+    """Fill r2_files and s3_files for the listing workload; write a file of cursors for each."""
+    from app.uploads.files import encode_cursor
+
+    files = {}
+    with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
+        for provider, rows in LISTING_TABLES.items():
+            table = f"{provider}_files"
+            cur.execute(f"TRUNCATE {table} RESTART IDENTITY")
+            cur.execute(
+                SEED_FILES.format(table=table), {"every": LISTING_OWNER_EVERY, "owner": owner, "rows": rows}
+            )
+            cur.execute(f"ANALYZE {table}")
+            path = cursors_dir / f"cursors-{provider}.txt"
+            # Evenly spread positions, so each run reads pages from the whole table.
+            step = max(1, rows // 5000)
+            path.write_text("\n".join(encode_cursor(i) for i in range(rows, 0, -step)) + "\n")
+            files[provider] = path
+    return files
+
+
 def cycle(server: Server, token: str | None, seconds: float, concurrency: int) -> Sample:
     """Presign, PUT a small object, save: as many full cycles as ``concurrency`` clients manage."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -318,12 +354,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        default="presign,save,cycle",
-        help="comma-separated workloads to run (presign, save, cycle); default all",
+        default="presign,save,cycle,listing",
+        help="comma-separated workloads to run (presign, save, cycle, listing); default all",
     )
     args = parser.parse_args(argv)
     chosen = {name.strip() for name in args.only.split(",") if name.strip()}
-    unknown = chosen - {"presign", "save", "cycle"}
+    unknown = chosen - {"presign", "save", "cycle", "listing"}
     if unknown:
         parser.error(f"unknown workload(s) in --only: {', '.join(sorted(unknown))}")
     if shutil.which("wrk") is None:
@@ -344,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
             AUTH_JWT_SECRET=SECRET,
             RATE_LIMIT_PRESIGN="100000000/minute",
             RATE_LIMIT_SAVE="100000000/minute",
+            RATE_LIMIT_FILES="100000000/minute",
             WEB_CONCURRENCY=args.workers,
             GUNICORN_THREADS=args.threads,
         )
@@ -366,7 +403,12 @@ def main(argv: list[str] | None = None) -> int:
             "save-metadata", "ours HEADs each object first; the baseline does not check it exists"
         )
         full = Workload("presign -> PUT -> save cycle", f"{16} concurrent clients, cycles/s")
-        listing = Workload("listing", "skipped: the listing route does not exist yet")
+        listing = Workload(
+            "listing",
+            "ours only: GET /P/files?limit=20 at random cursors; 1 row in 10 is the caller's; "
+            "each page signs 20 download URLs",
+        )
+        cursors = seed_listing(database_url, "bench-user", workdir) if "listing" in chosen else {}
         conn, sec = args.connections, args.seconds
         for round_number in range(1, args.rounds + 1):
             print(f"round {round_number}/{args.rounds} ...", flush=True)
@@ -398,6 +440,17 @@ def main(argv: list[str] | None = None) -> int:
             for name in ("ours", "baseline") if "cycle" in chosen else ():
                 server = next(s for s in servers if s.name == name)
                 full.samples.setdefault(name, []).append(cycle(server, tokens[name], sec, 16))
+            for provider, cursors_file in cursors.items():
+                label = f"{LISTING_TABLES[provider] // 1000}k rows"
+                list_env = {
+                    "CURSORS_FILE": str(cursors_file),
+                    "TOKEN": token,
+                    "LIST_PATH": f"/{provider}/files",
+                }
+                sample = wrk(
+                    ours.base + f"/{provider}/files", "list.lua", list_env, sec, conn, args.wrk_threads
+                )
+                listing.samples.setdefault(label, []).append(sample)
 
         memory = {s.name: s.worker_memory_mb() for s in servers}
         if args.profile:
@@ -443,8 +496,12 @@ def main(argv: list[str] | None = None) -> int:
             if not workload.samples:
                 continue
             results["workloads"][workload.name] = print_table(workload)
-        print(f"\n## listing  ({listing.note})")
-        results["workloads"]["listing"] = {"note": listing.note}
+        if listing.samples:
+            results["workloads"]["listing"] = print_table(listing)
+            small, large = (median_sample(v) for v in listing.samples.values())
+            ratio = large.p50_ms / small.p50_ms
+            print(f"  p50 at 1M rows / p50 at 10k rows: {ratio:.2f}x (target: at most 1.3x)")
+            results["workloads"]["listing"]["ratios"] = {"p50 1M/10k": ratio}
         print("\n## memory per worker after the run (MB)")
         for name, workers in memory.items():
             peaks = ", ".join(f"peak {w['peak_rss_mb']:.0f} / now {w['rss_mb']:.0f}" for w in workers)

@@ -1,4 +1,4 @@
-"""`flask storage create-buckets` and `flask storage cors`, checked against the emulators over HTTP."""
+"""`flask storage create-buckets`, `cors` and `check`, against the emulators over HTTP."""
 
 from __future__ import annotations
 

@@ -9,8 +9,10 @@ content types, lengths, regions and endpoints, and the emulator accepts it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
+import re
 import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -21,8 +23,25 @@ UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
+
+
 def _encode(value: str) -> str:
+    # Most values (dates, header lists, plain names) need no escaping; quote()
+    # works a byte at a time, so skip it for them.
+    if _UNRESERVED.fullmatch(value):
+        return value
     return quote(value, safe="-_.~")
+
+
+@functools.lru_cache(maxsize=64)
+def _host_header(scheme: str, netloc: str) -> str:
+    """Return the Host value SigV4 signs for ``netloc``: the port only when not the default."""
+    parts = urlsplit(f"{scheme}://{netloc}")
+    host = parts.hostname or ""
+    if parts.port is not None and parts.port != _DEFAULT_PORTS.get(parts.scheme):
+        host = f"{host}:{parts.port}"
+    return host
 
 
 def _hmac(key: bytes, message: str) -> bytes:
@@ -37,19 +56,21 @@ class SigV4Presigner:
         self._secret = ("AWS4" + secret_key).encode("utf-8")
         self._region = region
         self._service = service
-        # The signing key changes once a day; keep the current one.
+        # The signing key, scope and credential change once a day; keep the current ones.
         self._lock = threading.Lock()
-        self._key_date = ""
-        self._key = b""
+        self._daily: tuple[str, bytes, str, str] = ("", b"", "", "")
 
-    def _signing_key(self, date: str) -> bytes:
-        if date != self._key_date:
+    def _for_date(self, date: str) -> tuple[bytes, str, str]:
+        """Return the signing key, the scope and the encoded credential of ``date``."""
+        daily = self._daily
+        if daily[0] != date:
             with self._lock:
                 key = _hmac(
                     _hmac(_hmac(_hmac(self._secret, date), self._region), self._service), "aws4_request"
                 )
-                self._key, self._key_date = key, date
-        return self._key
+                scope = f"{date}/{self._region}/{self._service}/aws4_request"
+                daily = self._daily = (date, key, scope, _encode(f"{self._access_key}/{scope}"))
+        return daily[1], daily[2], daily[3]
 
     def presign(
         self,
@@ -65,21 +86,21 @@ class SigV4Presigner:
         ``query`` adds parameters of the request itself, such as S3's
         ``response-content-disposition``; they are signed with the rest.
         """
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        if parts.port is not None and parts.port != _DEFAULT_PORTS.get(parts.scheme):
-            host = f"{host}:{parts.port}"
+        # urlsplit() costs more than the signing; these URLs are ours: scheme://netloc/path.
+        scheme, _, rest = url.partition("://")
+        slash = rest.find("/")
+        netloc, path = (rest, "/") if slash < 0 else (rest[:slash], rest[slash:])
         signed: dict[str, str] = {name.lower(): " ".join(value.split()) for name, value in headers.items()}
-        signed["host"] = host
+        signed["host"] = _host_header(scheme, netloc)
         names = sorted(signed)
         signed_headers = ";".join(names)
 
         timestamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
         date = timestamp[:8]
-        scope = f"{date}/{self._region}/{self._service}/aws4_request"
+        signing_key, scope, credential = self._for_date(date)
         query_string = (
             f"X-Amz-Algorithm={ALGORITHM}"
-            f"&X-Amz-Credential={_encode(f'{self._access_key}/{scope}')}"
+            f"&X-Amz-Credential={credential}"
             f"&X-Amz-Date={timestamp}"
             f"&X-Amz-Expires={int(expires_in)}"
             f"&X-Amz-SignedHeaders={_encode(signed_headers)}"
@@ -98,11 +119,9 @@ class SigV4Presigner:
         canonical_headers = "".join(f"{name}:{signed[name]}\n" for name in names)
         # The query parameters above are already in sorted order, as SigV4 wants.
         canonical_request = "\n".join(
-            (method, parts.path, query_string, canonical_headers, signed_headers, UNSIGNED_PAYLOAD)
+            (method, path, query_string, canonical_headers, signed_headers, UNSIGNED_PAYLOAD)
         )
         digest = hashlib.sha256(canonical_request.encode("utf-8")).hexdigest()
         string_to_sign = f"{ALGORITHM}\n{timestamp}\n{scope}\n{digest}"
-        signature = hmac.new(
-            self._signing_key(date), string_to_sign.encode("utf-8"), hashlib.sha256
-        ).hexdigest()
-        return f"{parts.scheme}://{parts.netloc}{parts.path}?{url_query}&X-Amz-Signature={signature}"
+        signature = hmac.new(signing_key, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
+        return f"{scheme}://{netloc}{path}?{url_query}&X-Amz-Signature={signature}"
