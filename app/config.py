@@ -199,6 +199,7 @@ def _s3_settings(r: _Reader) -> tuple[ProviderSettings | None, tuple[str, ...]]:
     required = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "S3_BUCKET_NAME")
     endpoint = r.url("S3_ENDPOINT_URL")
     bucket = r.bucket("S3_BUCKET_NAME")
+    public_read = r.switch("S3_PUBLIC_READ", False)
     missing = _missing(r, required)
     if missing:
         return None, missing
@@ -211,7 +212,7 @@ def _s3_settings(r: _Reader) -> tuple[ProviderSettings | None, tuple[str, ...]]:
         region=r.get("AWS_REGION") or "",
         endpoint_url=endpoint,
         public_base_url=None,
-        public_read=r.switch("S3_PUBLIC_READ", False),
+        public_read=public_read,
         # Virtual-hosted URLs on the bucket's regional host are what AWS wants;
         # a dotted bucket name would break TLS there, and emulators want paths.
         addressing_style="path" if endpoint or "." in bucket else "virtual",
@@ -247,6 +248,7 @@ def _b2_settings(r: _Reader) -> tuple[ProviderSettings | None, tuple[str, ...]]:
     required = ("B2_APPLICATION_KEY_ID", "B2_APPLICATION_KEY", "B2_BUCKET_NAME", "B2_ENDPOINT_URL")
     endpoint = r.url("B2_ENDPOINT_URL")
     bucket = r.bucket("B2_BUCKET_NAME")
+    public_read = r.switch("B2_PUBLIC_READ", False)
     missing = _missing(r, required)
     if missing or endpoint is None:
         return None, missing
@@ -269,7 +271,7 @@ def _b2_settings(r: _Reader) -> tuple[ProviderSettings | None, tuple[str, ...]]:
         endpoint_url=endpoint,
         public_base_url=None,
         addressing_style="path",
-        public_read=r.switch("B2_PUBLIC_READ", False),
+        public_read=public_read,
     ), ()
 
 
@@ -316,6 +318,7 @@ def _azure_account(r: _Reader, name: str) -> tuple[str, str, str] | None:
 def _azure_settings(r: _Reader) -> tuple[ProviderSettings | None, tuple[str, ...]]:
     required = ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_CONTAINER_NAME")
     container = r.bucket("AZURE_STORAGE_CONTAINER_NAME", _AZURE_CONTAINER_NAME)
+    public_read = r.switch("AZURE_PUBLIC_READ", False)
     missing = _missing(r, required)
     if missing:
         return None, missing
@@ -329,7 +332,7 @@ def _azure_settings(r: _Reader) -> tuple[ProviderSettings | None, tuple[str, ...
         account_name=account_name,
         account_key=account_key,
         account_url=account_url,
-        public_read=r.switch("AZURE_PUBLIC_READ", False),
+        public_read=public_read,
     ), ()
 
 

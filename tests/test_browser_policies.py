@@ -114,6 +114,20 @@ def test_rate_limit_is_per_user_and_shared_by_every_presign_route(make_app: Call
     assert client.post("/s3/save-metadata", json={"objectKey": "x"}, headers=carol).status_code == 404
 
 
+def test_file_routes_share_their_own_rate_limit(make_app: Callable[..., Flask]) -> None:
+    app = make_app(RATE_LIMIT_FILES="3/minute")
+    client = app.test_client()
+    headers = {"X-User-Id": "lister"}
+    assert client.get("/s3/files", headers=headers).status_code == 200
+    assert client.get("/azure/files/1", headers=headers).status_code == 404
+    assert client.delete("/r2/files/1", headers=headers).status_code == 404
+    limited = client.get("/b2/files/1/download", headers=headers)
+    assert limited.status_code == 429
+    assert limited.get_json()["error"].startswith("rate limit exceeded (3 per 1 minute), try again in ")
+    # Uploading is limited separately.
+    assert client.post("/s3/presign-upload", json=GOOD, headers=headers).status_code == 200
+
+
 def test_requests_without_a_valid_token_are_limited_by_address(make_app: Callable[..., Flask]) -> None:
     app = make_app(AUTH_MODE=None, AUTH_JWT_SECRET=HS_SECRET, RATE_LIMIT_PRESIGN="2/minute")
     client = app.test_client()

@@ -157,10 +157,22 @@ def test_config_names_every_malformed_variable_at_once() -> None:
     ]
 
 
+@pytest.mark.parametrize("name", ["UPLOAD_URL_EXPIRES_SECONDS", "DOWNLOAD_URL_EXPIRES_SECONDS"])
 @pytest.mark.parametrize("value", ["0", "-5", "604801"])
-def test_config_expiry_out_of_range_is_refused(value: str) -> None:
-    [problem] = problems_of({**DB, "UPLOAD_URL_EXPIRES_SECONDS": value})
-    assert problem.startswith("UPLOAD_URL_EXPIRES_SECONDS: must be between 1 and 604800")
+def test_config_expiry_out_of_range_is_refused(name: str, value: str) -> None:
+    [problem] = problems_of({**DB, name: value})
+    assert problem.startswith(f"{name}: must be between 1 and 604800")
+
+
+@pytest.mark.parametrize("name", ["S3_PUBLIC_READ", "B2_PUBLIC_READ", "AZURE_PUBLIC_READ"])
+def test_config_public_read_switches_are_checked(name: str) -> None:
+    assert problems_of({**DB, name: "maybe"}) == [f"{name}: expected on or off, got 'maybe'"]
+
+
+def test_config_files_rate_limit_is_checked() -> None:
+    assert problems_of({**DB, "RATE_LIMIT_FILES": "lots"}) == [
+        "RATE_LIMIT_FILES: expected a rate such as 120/minute, got 'lots'"
+    ]
 
 
 def test_config_bad_bucket_name_is_named() -> None:
