@@ -81,6 +81,26 @@ def database_url(make_database: Callable[[], str]) -> str:
     return dsn
 
 
+@pytest.fixture
+def rls_database(make_database: Callable[[], str]) -> Iterator[tuple[str, str]]:
+    """Return (owner DSN, DSN of a role that owns nothing) for a database with RLS on."""
+    owner_dsn = make_database()
+    apply_migrations(owner_dsn, row_level_security=True)
+    role = f"uploads_app_{uuid.uuid4().hex[:8]}"
+    owner = psycopg2.connect(owner_dsn)
+    owner.autocommit = True
+    with owner.cursor() as cur:
+        cur.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'app-role-pw'")
+        cur.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}")
+        cur.execute(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}")
+    yield owner_dsn, psycopg2.extensions.make_dsn(owner_dsn, user=role, password="app-role-pw")
+    with owner.cursor() as cur:
+        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
+        cur.execute(f"DROP OWNED BY {role}")
+        cur.execute(f"DROP ROLE {role}")
+    owner.close()
+
+
 @pytest.fixture(scope="session")
 def app_env(stack: tuple[LocalStack, dict[str, str]], database_url: str) -> dict[str, str]:
     """Return the environment that configures all four providers against the emulators.

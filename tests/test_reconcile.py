@@ -170,30 +170,11 @@ def test_reconcile_refuses_a_provider_that_is_not_configured(make_app: Callable[
 
 
 def test_maintenance_refuses_a_role_that_row_level_security_restricts(
-    make_app: Callable[..., Flask], make_database: Callable[[], str]
+    make_app: Callable[..., Flask], rls_database: tuple[str, str]
 ) -> None:
-    from app.migrations import apply_migrations
-
-    owner_dsn = make_database()
-    apply_migrations(owner_dsn, row_level_security=True)
-    role = f"uploads_app_{uuid.uuid4().hex[:8]}"
-    owner = psycopg2.connect(owner_dsn)
-    owner.autocommit = True
-    with owner.cursor() as cur:
-        cur.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'pw'")
-        cur.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}")
-    try:
-        app = make_app(
-            DATABASE_URL=psycopg2.extensions.make_dsn(owner_dsn, user=role, password="pw"),
-            DB_ROW_LEVEL_SECURITY="on",
-        )
-        for args in (["storage", "sweep"], ["storage", "reconcile", "s3"]):
-            result = app.test_cli_runner().invoke(args=args)
-            assert result.exit_code == 1
-            assert "row-level security hides other users' rows from this database role" in result.output
-    finally:
-        with owner.cursor() as cur:
-            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
-            cur.execute(f"DROP OWNED BY {role}")
-            cur.execute(f"DROP ROLE {role}")
-        owner.close()
+    _, app_dsn = rls_database
+    app = make_app(DATABASE_URL=app_dsn, DB_ROW_LEVEL_SECURITY="on")
+    for args in (["storage", "sweep"], ["storage", "reconcile", "s3"]):
+        result = app.test_cli_runner().invoke(args=args)
+        assert result.exit_code == 1
+        assert "row-level security hides other users' rows from this database role" in result.output

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import psycopg2
 import psycopg2.extensions
@@ -14,26 +13,6 @@ from app.migrations import apply_migrations, pending_migrations
 from tests.helpers import PROVIDERS, presign, put, recorder, save, upload
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def rls_database(make_database: Callable[[], str]) -> Iterator[tuple[str, str]]:
-    """Return (owner DSN, DSN of a role that owns nothing) for a database with RLS on."""
-    owner_dsn = make_database()
-    apply_migrations(owner_dsn, row_level_security=True)
-    role = f"uploads_app_{uuid.uuid4().hex[:8]}"
-    owner = psycopg2.connect(owner_dsn)
-    owner.autocommit = True
-    with owner.cursor() as cur:
-        cur.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'app-role-pw'")
-        cur.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}")
-        cur.execute(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}")
-    yield owner_dsn, psycopg2.extensions.make_dsn(owner_dsn, user=role, password="app-role-pw")
-    with owner.cursor() as cur:
-        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
-        cur.execute(f"DROP OWNED BY {role}")
-        cur.execute(f"DROP ROLE {role}")
-    owner.close()
 
 
 def visible_rows(dsn: str, table: str, as_user: str | None) -> int:

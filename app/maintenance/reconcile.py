@@ -54,76 +54,69 @@ def reconcile(
     page_size: int = PAGE_SIZE,
 ) -> ReconcileReport:
     """Compare ``provider``'s bucket with its table; with ``fix``, clean what is older than the grace."""
-    report = ReconcileReport()
     listed_since = datetime.now(UTC)
     repo.start_listing()
+    run = _Run(repo, provider, fix, say, page_size, ReconcileReport())
     for page in provider.list_objects():
         repo.add_to_listing([(o.key, o.size, o.last_modified) for o in page])
-        report.objects_listed += len(page)
-    report.rows = repo.count_rows(provider.name)
+        run.report.objects_listed += len(page)
+    run.report.rows = repo.count_rows(provider.name)
     cutoff = datetime.now(UTC) - timedelta(seconds=grace_seconds)
-    _objects_without_row(repo, provider, cutoff, fix, say, page_size, report)
-    _rows_without_object(repo, provider, listed_since, cutoff, fix, say, page_size, report)
-    return report
+    run.objects_without_row(cutoff)
+    run.rows_without_object(listed_since, cutoff)
+    return run.report
 
 
-def _objects_without_row(
-    repo: MaintenanceRepository,
-    provider: StorageProvider,
-    cutoff: datetime,
-    fix: bool,
-    say: Say,
-    page_size: int,
-    report: ReconcileReport,
-) -> None:
-    after = ""
-    while page := repo.objects_without_row(provider.name, after, page_size):
-        after = page[-1][0]
-        old = []
-        for key, size, modified in page:
-            report.orphan_objects += 1
-            recent = modified > cutoff
-            report.recent_orphan_objects += recent
-            say(f"object without row: {key} ({size} bytes, {modified:%Y-%m-%d %H:%M:%S}Z)"
-                + (" - recent, left alone" if recent else ""))  # fmt: skip
-            if not recent:
-                old.append(key)
-        if fix and old:
-            # Claimed like a sweep's: a save that races this either wins (and
-            # the object stays) or is refused.
-            claimed = repo.claim_orphans(provider.name, old, STALE_CLAIM_SECONDS)
-            failed = set(provider.delete_many(claimed))
-            repo.mark_swept([key for key in claimed if key not in failed])
-            report.deleted_objects += len(claimed) - len(failed)
-            report.failed_objects += len(failed)
+@dataclass
+class _Run:
+    repo: MaintenanceRepository
+    provider: StorageProvider
+    fix: bool
+    say: Say
+    page_size: int
+    report: ReconcileReport
 
+    def objects_without_row(self, cutoff: datetime) -> None:
+        after = ""
+        while page := self.repo.objects_without_row(self.provider.name, after, self.page_size):
+            after = page[-1][0]
+            old = []
+            for key, size, modified in page:
+                self.report.orphan_objects += 1
+                recent = modified > cutoff
+                self.report.recent_orphan_objects += recent
+                self.say(f"object without row: {key} ({size} bytes, {modified:%Y-%m-%d %H:%M:%S}Z)"
+                         + (" - recent, left alone" if recent else ""))  # fmt: skip
+                if not recent:
+                    old.append(key)
+            if self.fix and old:
+                self._delete_orphans(old)
 
-def _rows_without_object(
-    repo: MaintenanceRepository,
-    provider: StorageProvider,
-    listed_since: datetime,
-    cutoff: datetime,
-    fix: bool,
-    say: Say,
-    page_size: int,
-    report: ReconcileReport,
-) -> None:
-    after = 0
-    # Rows saved after the listing began are skipped: their objects may have
-    # arrived behind the listing's position.
-    while page := repo.rows_without_object(provider.name, after, listed_since, page_size):
-        after = page[-1].id
-        for row in page:
-            report.missing_objects += 1
-            recent = row.uploaded_at is not None and row.uploaded_at > cutoff
-            report.recent_missing_objects += recent
-            say(f"row without object: {provider.name} id {row.id} {row.object_key}"
-                + (" - recent, left alone" if recent else ""))  # fmt: skip
-            if fix and not recent and _still_missing(provider, row):
-                repo.delete_row(provider.name, row)
-                report.removed_rows += 1
+    def _delete_orphans(self, keys: list[str]) -> None:
+        # Claimed like a sweep's: a save that races this either wins (and the object stays) or is refused.
+        claimed = self.repo.claim_orphans(self.provider.name, keys, STALE_CLAIM_SECONDS)
+        failed = set(self.provider.delete_many(claimed))
+        self.repo.mark_swept([key for key in claimed if key not in failed])
+        self.report.deleted_objects += len(claimed) - len(failed)
+        self.report.failed_objects += len(failed)
 
+    def rows_without_object(self, listed_since: datetime, cutoff: datetime) -> None:
+        after = 0
+        name = self.provider.name
+        # Rows saved after the listing began are skipped: their objects may have
+        # arrived behind the listing's position.
+        while page := self.repo.rows_without_object(name, after, listed_since, self.page_size):
+            after = page[-1].id
+            for row in page:
+                self.report.missing_objects += 1
+                recent = row.uploaded_at is not None and row.uploaded_at > cutoff
+                self.report.recent_missing_objects += recent
+                self.say(f"row without object: {name} id {row.id} {row.object_key}"
+                         + (" - recent, left alone" if recent else ""))  # fmt: skip
+                if self.fix and not recent and self._still_missing(row):
+                    self.repo.delete_row(name, row)
+                    self.report.removed_rows += 1
 
-def _still_missing(provider: StorageProvider, row: ListedRow) -> bool:
-    # The listing is a moment in the past: look again before removing a row.
-    return provider.head(row.object_key) is None
+    def _still_missing(self, row: ListedRow) -> bool:
+        # The listing is a moment in the past: look again before removing a row.
+        return self.provider.head(row.object_key) is None
