@@ -17,6 +17,8 @@ from .maintenance import commands as maintenance_commands
 from .repository import FileRepository
 from .status import bp as status_bp
 from .uploads.files import FileService
+from .uploads.multipart import MultipartService
+from .uploads.multipart_views import multipart_bp
 from .uploads.policy import UploadPolicy
 from .uploads.recorder import PendingRecorder
 from .uploads.service import UploadService
@@ -63,11 +65,10 @@ def register_extensions(app: Flask, settings: Settings) -> None:
     # Presign records are written by a background thread, on connections of its own borrowing.
     background = FileRepository(db.run_outside_request(db.get_database(app)), row_level_security=rls)
     repo = FileRepository(db.run_queries, row_level_security=rls)
-    app.extensions["uploads"] = UploadService(
-        repo,
-        UploadPolicy(settings.max_upload_bytes, settings.allowed_content_types),
-        PendingRecorder(background.record_pending_batch),
-    )
+    policy = UploadPolicy(settings.max_upload_bytes, settings.allowed_content_types)
+    uploads = UploadService(repo, policy, PendingRecorder(background.record_pending_batch))
+    app.extensions["uploads"] = uploads
+    app.extensions["multipart"] = MultipartService(uploads, policy, settings.upload_url_expires_seconds)
     app.extensions["files"] = FileService(repo, settings.download_url_expires_seconds)
 
 
@@ -76,6 +77,11 @@ def register_blueprints(app: Flask) -> None:
     for name in PROVIDERS:
         app.register_blueprint(
             uploads_bp, name=f"uploads_{name}", url_prefix=f"/{name}", url_defaults={"provider": name}
+        )
+    for name in ("s3", "r2", "b2"):
+        # Uppy's Companion protocol puts its routes under <endpoint>/s3/...
+        app.register_blueprint(
+            multipart_bp, name=f"multipart_{name}", url_prefix=f"/{name}/s3", url_defaults={"provider": name}
         )
     app.register_blueprint(guides_bp)
     app.register_blueprint(status_bp)

@@ -109,6 +109,7 @@ class Settings:
     rate_limit_presign: str = "120/minute"
     rate_limit_save: str = "120/minute"
     rate_limit_files: str = "600/minute"
+    rate_limit_parts: str = "6000/minute"
     rate_limit_storage_uri: str = field(default="memory://", repr=False)
     #: reverse proxies in front of the service whose X-Forwarded-* headers are trusted
     trusted_proxy_count: int = 0
@@ -469,6 +470,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         rate_limit_presign=_rate_limit(r, "RATE_LIMIT_PRESIGN", "120/minute"),
         rate_limit_save=_rate_limit(r, "RATE_LIMIT_SAVE", "120/minute"),
         rate_limit_files=_rate_limit(r, "RATE_LIMIT_FILES", "600/minute"),
+        rate_limit_parts=_rate_limit(r, "RATE_LIMIT_PARTS", "6000/minute"),
         rate_limit_storage_uri=_rate_limit_storage(r),
         db_row_level_security=r.switch("DB_ROW_LEVEL_SECURITY", False),
         trusted_proxy_count=r.integer("TRUSTED_PROXY_COUNT", 0, 0, 10),

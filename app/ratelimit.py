@@ -147,14 +147,19 @@ def _caller() -> str:
         return f"addr:{request.remote_addr}"
 
 
+def check_rate(scope: str) -> None:
+    """Count this request against the caller's limit of ``scope`` (for views whose scope depends on input)."""
+    limiter: RateLimiter = current_app.extensions["rate_limiter"]
+    limiter.check(scope, _caller())
+
+
 def rate_limited(scope: str) -> Callable[[F], F]:
     """Count a view's requests against the per-caller limit of ``scope``."""
 
     def decorate(view: F) -> F:
         @functools.wraps(view)
         def limited(*args: Any, **kwargs: Any) -> Any:
-            limiter: RateLimiter = current_app.extensions["rate_limiter"]
-            limiter.check(scope, _caller())
+            check_rate(scope)
             return view(*args, **kwargs)
 
         return limited  # type: ignore[return-value]
@@ -170,5 +175,6 @@ def init_app(app: Flask, settings: Settings) -> None:
             "presign": settings.rate_limit_presign,
             "save": settings.rate_limit_save,
             "files": settings.rate_limit_files,
+            "parts": settings.rate_limit_parts,
         },
     )

@@ -115,6 +115,7 @@ def app_env(stack: tuple[LocalStack, dict[str, str]], database_url: str) -> dict
         "RATE_LIMIT_PRESIGN": "100000/minute",
         "RATE_LIMIT_SAVE": "100000/minute",
         "RATE_LIMIT_FILES": "100000/minute",
+        "RATE_LIMIT_PARTS": "100000/minute",
     }
 
 

@@ -33,6 +33,24 @@ class ListedObject:
 
 
 @dataclass(frozen=True)
+class UploadedPart:
+    """One part of a multipart upload, as the provider lists it."""
+
+    number: int
+    etag: str
+    size: int
+
+
+@dataclass(frozen=True)
+class MultipartUpload:
+    """A multipart upload that was started and neither completed nor aborted."""
+
+    key: str
+    upload_id: str
+    initiated: datetime
+
+
+@dataclass(frozen=True)
 class CorsRule:
     """One CORS rule as a bucket holds it."""
 
@@ -77,6 +95,10 @@ class StorageError(ApiError):
 
 class StorageRefused(StorageError):
     """The provider answered, and said no (credentials, permissions, an unsupported call)."""
+
+
+class NoSuchUpload(StorageRefused):
+    """The multipart upload is not there: never started, completed or aborted."""
 
 
 class StorageTimeout(StorageError):

@@ -30,12 +30,15 @@ from .base import (
     CORS_METHODS,
     CorsRule,
     ListedObject,
+    MultipartUpload,
+    NoSuchUpload,
     ObjectInfo,
     PresignedUpload,
     StorageError,
     StorageProvider,
     StorageRefused,
     StorageTimeout,
+    UploadedPart,
 )
 from .http import HttpPool, HttpResponse, TimedOut, Unreachable
 from .sigv4 import SigV4Presigner
@@ -67,6 +70,9 @@ class S3CompatibleProvider(StorageProvider):
         self.name = settings.name
         self.bucket = settings.bucket
         self.public_read = settings.public_read
+        # Browser POST-form uploads (policy with content-length-range): AWS has
+        # them; R2 does not, and B2's list of supported S3 calls has no POST Object.
+        self.supports_post_policy = settings.name == "s3"
         self._settings = settings
         # AWS: the bucket's regional endpoint, so URLs never start on the
         # global host (which redirects, and a browser's CORS PUT cannot follow).
@@ -131,6 +137,91 @@ class S3CompatibleProvider(StorageProvider):
             headers={"Content-Type": content_type},
             expires_at=datetime.now(UTC) + timedelta(seconds=expires_in),
         )
+
+    def presign_operation(
+        self,
+        method: str,
+        key: str,
+        expires_in: int,
+        *,
+        query: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> str:
+        """Sign one S3 request on ``key`` (a multipart step) for a browser to send."""
+        return self._signer.presign(
+            method, f"{self._api_base}/{quote_key(key)}", headers or {}, expires_in, query=query
+        )
+
+    def presign_post(
+        self, key: str, content_type: str, max_bytes: int, expires_in: int
+    ) -> tuple[str, dict[str, str]]:
+        """Sign a browser POST-form upload of ``key``: this type, at most ``max_bytes``."""
+        with self._translate_errors("presign POST"):
+            post = self._client.generate_presigned_post(
+                Bucket=self.bucket,
+                Key=key,
+                Fields={"Content-Type": content_type},
+                Conditions=[{"Content-Type": content_type}, ["content-length-range", 0, max_bytes]],
+                ExpiresIn=expires_in,
+            )
+        return str(post["url"]), {k: str(v) for k, v in post["fields"].items()}
+
+    def create_multipart(self, key: str, content_type: str) -> str:
+        """Start a multipart upload of ``key`` with this content type; return its upload id."""
+        with self._translate_errors("CreateMultipartUpload"):
+            answer = self._client.create_multipart_upload(
+                Bucket=self.bucket, Key=key, ContentType=content_type
+            )
+        return str(answer["UploadId"])
+
+    def list_parts(self, key: str, upload_id: str) -> list[UploadedPart]:
+        """Return the parts uploaded so far, in order."""
+        parts: list[UploadedPart] = []
+        marker = 0
+        while True:
+            with self._translate_errors("ListParts"):
+                answer = self._client.list_parts(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumberMarker=marker
+                )
+            parts += [
+                UploadedPart(int(p["PartNumber"]), str(p["ETag"]).strip('"'), int(p["Size"]))
+                for p in answer.get("Parts", [])
+            ]
+            if not answer.get("IsTruncated"):
+                # A part uploaded twice is listed twice by some servers
+                # (SeaweedFS); the later upload is the one that counts.
+                latest = {part.number: part for part in parts}
+                return [latest[number] for number in sorted(latest)]
+            marker = int(answer["NextPartNumberMarker"])
+
+    def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> None:
+        """Assemble the object from ``parts`` (number, ETag), in order."""
+        with self._translate_errors("CompleteMultipartUpload"):
+            self._client.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": [{"PartNumber": n, "ETag": f'"{etag}"'} for n, etag in parts]},
+            )
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Abort the upload and drop its parts; one already gone is fine."""
+        try:
+            with self._translate_errors("AbortMultipartUpload"):
+                self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except NoSuchUpload:
+            pass
+
+    def list_multipart_uploads(self) -> Iterator[MultipartUpload]:
+        """Yield the bucket's unfinished multipart uploads."""
+        pages = iter(self._client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket))
+        while True:
+            with self._translate_errors("ListMultipartUploads"):
+                page = next(pages, None)
+            if page is None:
+                return
+            for upload in page.get("Uploads", []):
+                yield MultipartUpload(upload["Key"], upload["UploadId"], upload["Initiated"])
 
     def presign_download(self, key: str, expires_in: int, content_disposition: str | None = None) -> str:
         """Sign a GET of ``key`` (botocore's ``get_object`` URL, byte for byte)."""
@@ -298,6 +389,8 @@ class S3CompatibleProvider(StorageProvider):
         except ClientError as exc:
             status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
             log.warning("%s %s failed: %s %s", self.name, operation, status, _error_code(exc))
+            if _error_code(exc) == "NoSuchUpload":
+                raise NoSuchUpload(f"{self.name} storage has no such multipart upload") from None
             if status >= 500:
                 raise StorageError(f"{self.name} storage failed ({status}), try again") from None
             raise StorageRefused(f"{self.name} storage refused the request ({_error_code(exc)})") from None

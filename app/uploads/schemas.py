@@ -104,3 +104,153 @@ def parse_save(body: dict[str, Any], key_fields: tuple[str, ...]) -> SaveRequest
                 raise BadRequest(f"{field} contains control characters")
             return SaveRequest(key=key, field=field)
     raise BadRequest(f"{' or '.join(key_fields)} is required")
+
+
+# --- Multipart (S3, R2, B2): the sign route and the Companion-style routes ---
+
+MAX_UPLOAD_ID_LENGTH = 1024
+MAX_PART_NUMBER = 10_000
+_SIGNABLE = (
+    "PutObject (PUT), CreateMultipartUpload (POST), UploadPart (PUT with uploadId and partNumber), "
+    "ListParts (GET with uploadId), CompleteMultipartUpload (POST with uploadId) and "
+    "AbortMultipartUpload (DELETE with uploadId)"
+)
+
+
+def _optional_int(body: dict[str, Any], field: str, low: int, high: int) -> int | None:
+    value = body.get(field)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise BadRequest(f"{field} must be a whole number from {low} to {high}")
+    return value
+
+
+def parse_upload_id(value: object, field: str = "uploadId") -> str:
+    """Check an S3 upload id: a non-empty string without control characters."""
+    if not isinstance(value, str) or not value.strip():
+        raise BadRequest(f"{field} is required")
+    if len(value) > MAX_UPLOAD_ID_LENGTH or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        raise BadRequest(f"{field} is not a valid upload id")
+    return value
+
+
+def parse_part_number(value: object) -> int:
+    """Check a part number: 1 to 10,000."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 6:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PART_NUMBER:
+        raise BadRequest(f"partNumber must be a whole number from 1 to {MAX_PART_NUMBER}")
+    return value
+
+
+def parse_part_numbers(raw: str | None) -> list[int]:
+    """Read ``partNumbers=1,2,3`` (at most 100 at once)."""
+    if not raw:
+        raise BadRequest("partNumbers is required, such as partNumbers=1,2,3")
+    items = raw.split(",")
+    if len(items) > 100:
+        raise BadRequest("partNumbers names at most 100 parts at once")
+    return [parse_part_number(item.strip()) for item in items]
+
+
+def parse_key(value: object, field: str = "key") -> str:
+    """Check an object key given back by a client."""
+    if not isinstance(value, str) or not value.strip():
+        raise BadRequest(f"{field} is required")
+    if len(value) > MAX_KEY_LENGTH or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        raise BadRequest(f"{field} is not a key this service issues")
+    return value
+
+
+def _wanted(body: dict[str, Any], name_field: str, type_field: str, size_field: str) -> PresignRequest:
+    """What a client wants to upload, under the field names its protocol uses."""
+    renamed = {
+        "fileName": body.get(name_field),
+        "contentType": body.get(type_field),
+        "fileSize": body.get(size_field),
+    }
+    try:
+        return parse_presign(renamed)
+    except BadRequest as exc:
+        # Name the fields as this client sent them.
+        for ours, theirs in (("fileName", name_field), ("contentType", type_field), ("fileSize", size_field)):
+            exc.message = exc.message.replace(ours, theirs)
+        raise
+
+
+@dataclass(frozen=True)
+class SignRequest:
+    """One S3 request a browser wants signed (Uppy's ``PresignableRequest``)."""
+
+    operation: str
+    key: str
+    upload_id: str | None
+    part_number: int | None
+    expires_in: int | None
+    #: what the upload will be; only for the first request (put_object, create_multipart)
+    wanted: PresignRequest | None
+
+
+def parse_sign(body: dict[str, Any], bucket: str) -> SignRequest:
+    """Read ``{method, key, uploadId?, partNumber?, expiresIn?}``.
+
+    The first request of an upload also takes ``contentType`` and optionally
+    ``fileName`` (else the key given) and ``fileSize``.
+    """
+    method = body.get("method")
+    if not isinstance(method, str) or not method:
+        raise BadRequest("method is required")
+    if body.get("bucket") not in (None, bucket):
+        raise BadRequest(f"bucket must be {bucket!r}, the only bucket this route signs for")
+    key = parse_key(body.get("key"))
+    upload_id = None if body.get("uploadId") is None else parse_upload_id(body.get("uploadId"))
+    part_number = None if body.get("partNumber") is None else parse_part_number(body.get("partNumber"))
+    expires_in = _optional_int(body, "expiresIn", 1, 7 * 24 * 3600)
+    method = method.upper()
+    if upload_id is None and part_number is None and method in ("PUT", "POST"):
+        # The first request of an upload: the service picks the key, so the
+        # client's key is only a suggested file name.
+        if body.get("fileName") is None:
+            body = {**body, "fileName": key}
+        wanted = _wanted(body, "fileName", "contentType", "fileSize")
+        first = "put_object" if method == "PUT" else "create_multipart"
+        return SignRequest(first, key, None, None, expires_in, wanted)
+    operations = {("PUT", True): "upload_part", ("GET", False): "list_parts", ("POST", False): "complete",
+                  ("DELETE", False): "abort"}  # fmt: skip
+    operation = operations.get((method, part_number is not None)) if upload_id is not None else None
+    if operation is None:
+        raise BadRequest(f"this route signs {_SIGNABLE} only; not {method}" + (
+            "" if upload_id is None else " with this uploadId and partNumber"))  # fmt: skip
+    return SignRequest(operation, key, upload_id, part_number, expires_in, None)
+
+
+def parse_companion_file(values: dict[str, Any]) -> PresignRequest:
+    """Read ``filename``, ``type`` and the optional ``size`` of a Companion-style request."""
+    size = values.get("size")
+    if isinstance(size, str):
+        if not (size.isascii() and size.isdigit() and len(size) <= 16):
+            raise BadRequest("size must be a whole number of bytes")
+        values = {**values, "size": int(size)}
+    return _wanted(values, "filename", "type", "size")
+
+
+def parse_parts(body: dict[str, Any]) -> list[tuple[int, str]]:
+    """Read ``{parts: [{PartNumber, ETag}, ...]}``: ascending part numbers, each once."""
+    parts = body.get("parts")
+    if not isinstance(parts, list) or not parts:
+        raise BadRequest("parts is required: a list of {PartNumber, ETag}, one per uploaded part")
+    if len(parts) > MAX_PART_NUMBER:
+        raise BadRequest(f"parts lists at most {MAX_PART_NUMBER} parts")
+    result: list[tuple[int, str]] = []
+    for item in parts:
+        if not isinstance(item, dict):
+            raise BadRequest("each of parts must be an object {PartNumber, ETag}")
+        number = parse_part_number(item.get("PartNumber"))
+        etag = item.get("ETag")
+        if not isinstance(etag, str) or not etag.strip('" ') or len(etag) > 256:
+            raise BadRequest(f"part {number} needs its ETag, as the PUT of the part answered it")
+        if result and number <= result[-1][0]:
+            raise BadRequest("parts must be in ascending PartNumber order, each part once")
+        result.append((number, etag.strip().strip('"')))
+    return result

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from ..config import PROVIDERS
 from ..db import release_db
@@ -73,11 +73,15 @@ class UploadService:
                 signer = self._signer
         return signer
 
-    def issue_upload(
-        self, provider: StorageProvider, user_id: str, wanted: PresignRequest, expires_in: int
-    ) -> IssuedUpload:
-        """Pick a key bound to ``user_id``, sign its upload, and queue the presign record."""
-        self._policy.check_presign(wanted.content_type, wanted.file_size, provider.max_single_upload_bytes)
+    def issue_key(
+        self, provider: StorageProvider, user_id: str, wanted: PresignRequest, limit: int, expires_in: int
+    ) -> str:
+        """Check what is wanted against the policy, pick a key bound to ``user_id``, and queue its record.
+
+        ``limit`` is the most the provider takes through the way this key will
+        be uploaded (one PUT, or parts).
+        """
+        self._policy.check_presign(wanted.content_type, wanted.file_size, limit)
         key = self.key_signer().issue(
             provider.name,
             user_id,
@@ -85,7 +89,7 @@ class UploadService:
             normalize_media_type(wanted.content_type),
             wanted.file_size,
         )
-        upload = provider.presign_upload(key, wanted.content_type, wanted.file_size, expires_in)
+        now = datetime.now(UTC)
         self._recorder.record(
             PendingUpload(
                 object_key=key,
@@ -94,12 +98,25 @@ class UploadService:
                 file_name=wanted.file_name,
                 content_type=wanted.content_type,
                 declared_size=wanted.file_size,
-                created_at=datetime.now(UTC),
-                expires_at=upload.expires_at,
+                created_at=now,
+                expires_at=now + timedelta(seconds=expires_in),
                 saved_at=None,
             )
         )
+        return key
+
+    def issue_upload(
+        self, provider: StorageProvider, user_id: str, wanted: PresignRequest, expires_in: int
+    ) -> IssuedUpload:
+        """Pick a key bound to ``user_id``, sign its upload, and queue the presign record."""
+        key = self.issue_key(provider, user_id, wanted, provider.max_single_upload_bytes, expires_in)
+        upload = provider.presign_upload(key, wanted.content_type, wanted.file_size, expires_in)
         return IssuedUpload(provider.name, key, upload, provider.object_url(key))
+
+    def check_owner(self, provider: StorageProvider, user_id: str, key: str, field: str = "key") -> None:
+        """Refuse a key this service did not issue to ``user_id`` for ``provider``."""
+        if not self.key_signer().issued_to(key, provider.name, user_id):
+            raise Forbidden(f"{field} was not issued to this user")
 
     def save_upload(
         self,

@@ -1,0 +1,190 @@
+"""Uploads in parts for S3, R2 and B2: what Uppy's @uppy/aws-s3 asks a server for.
+
+Two ways in, one set of rules. The sign route (Uppy 6 ``signRequest``) signs
+the six S3 requests of an upload for the browser to send; the Companion-style
+routes (Uppy 5 ``endpoint``, Uppy 6 ``companionEndpoint``) do the control
+steps here and sign only the data-carrying ones. Either way the service picks
+the key, binds it to the caller, and checks every later step against it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ..errors import BadRequest, NotFound, PayloadTooLarge
+from ..storage import StorageProvider
+from ..storage.base import NoSuchUpload, UploadedPart
+from ..storage.s3 import S3CompatibleProvider
+from .policy import UploadPolicy
+from .schemas import PresignRequest, SignRequest
+from .service import UploadService
+
+MiB = 1024**2
+MIN_PART_BYTES = 5 * MiB
+MAX_PART_BYTES = 5 * 1024**3
+MAX_PARTS = 10_000
+# S3's largest object; R2 and B2 take as much.
+MAX_MULTIPART_BYTES = 5 * 1024**4
+
+
+def part_size_for(size: int) -> int:
+    """The smallest whole-MiB part size (at least 5 MiB) that fits ``size`` bytes in 10,000 parts."""
+    return max(MIN_PART_BYTES, math.ceil(size / MAX_PARTS / MiB) * MiB)
+
+
+class MultipartService:
+    """Start, sign, list, complete and abort uploads in parts, for their owners only."""
+
+    def __init__(self, uploads: UploadService, policy: UploadPolicy, max_expires_seconds: int):
+        self._uploads = uploads
+        self._policy = policy
+        self._max_expires = max_expires_seconds
+
+    @property
+    def url_seconds(self) -> int:
+        """How long each signed URL lives (UPLOAD_URL_EXPIRES_SECONDS)."""
+        return self._max_expires
+
+    def _expires(self, asked: int | None) -> int:
+        return min(asked or self._max_expires, self._max_expires)
+
+    def _limit(self) -> int:
+        return self._policy.limit_for(MAX_MULTIPART_BYTES)
+
+    def part_size(self, declared: int | None) -> int:
+        """The part size a client should cut a file of ``declared`` bytes into."""
+        return part_size_for(declared if declared is not None else self._limit())
+
+    # --- signRequest mode -------------------------------------------------
+
+    def sign(self, provider: S3CompatibleProvider, user_id: str, request: SignRequest) -> dict[str, Any]:
+        """Sign one of the six requests of an upload; the first picks and returns the key."""
+        expires = self._expires(request.expires_in)
+        if request.operation in ("put_object", "create_multipart"):
+            assert request.wanted is not None
+            wanted = request.wanted
+            if request.operation == "put_object":
+                upload = self._uploads.issue_upload(provider, user_id, wanted, expires)
+                return {"url": upload.upload.url, "key": upload.object_key, "headers": upload.upload.headers}
+            key = self._uploads.issue_key(provider, user_id, wanted, self._limit(), expires)
+            headers = {"Content-Type": wanted.content_type}
+            url = provider.presign_operation("POST", key, expires, query={"uploads": ""}, headers=headers)
+            return {"url": url, "key": key, "headers": headers, "partSize": self.part_size(wanted.file_size)}
+        self._uploads.check_owner(provider, user_id, request.key)
+        assert request.upload_id is not None
+        query = {"uploadId": request.upload_id}
+        method = {"upload_part": "PUT", "list_parts": "GET", "complete": "POST", "abort": "DELETE"}
+        if request.operation == "upload_part":
+            query["partNumber"] = str(request.part_number)
+        url = provider.presign_operation(method[request.operation], request.key, expires, query=query)
+        return {"url": url}
+
+    # --- Companion-style routes -------------------------------------------
+
+    def params(self, provider: S3CompatibleProvider, user_id: str, wanted: PresignRequest) -> dict[str, Any]:
+        """Sign a single upload: a size-bounded POST form if the provider takes one, else a PUT."""
+        expires = self._max_expires
+        if not provider.supports_post_policy:
+            upload = self._uploads.issue_upload(provider, user_id, wanted, expires)
+            return {
+                "method": "PUT",
+                "url": upload.upload.url,
+                "fields": {},
+                "headers": upload.upload.headers,
+                "key": upload.object_key,
+            }
+        limit = self._policy.limit_for(provider.max_single_upload_bytes)
+        key = self._uploads.issue_key(provider, user_id, wanted, limit, expires)
+        most = wanted.file_size if wanted.file_size is not None else limit
+        url, fields = provider.presign_post(key, wanted.content_type, most, expires)
+        return {"method": "POST", "url": url, "fields": fields, "headers": {}, "key": key}
+
+    def create(self, provider: S3CompatibleProvider, user_id: str, wanted: PresignRequest) -> dict[str, Any]:
+        """Start a multipart upload under a new key; return the key, its upload id and the part size."""
+        key = self._uploads.issue_key(provider, user_id, wanted, self._limit(), self._max_expires)
+        upload_id = provider.create_multipart(key, wanted.content_type)
+        return {"key": key, "uploadId": upload_id, "partSize": self.part_size(wanted.file_size)}
+
+    def list_parts(
+        self, provider: S3CompatibleProvider, user_id: str, key: str, upload_id: str
+    ) -> list[dict[str, Any]]:
+        """The parts uploaded so far (to resume after a reload)."""
+        self._uploads.check_owner(provider, user_id, key)
+        return [
+            {"PartNumber": p.number, "ETag": p.etag, "Size": p.size}
+            for p in self._parts(provider, key, upload_id)
+        ]
+
+    def sign_parts(
+        self, provider: S3CompatibleProvider, user_id: str, key: str, upload_id: str, numbers: list[int]
+    ) -> dict[str, str]:
+        """Sign the PUT of each part number."""
+        self._uploads.check_owner(provider, user_id, key)
+        expires = self._max_expires
+        return {
+            str(n): provider.presign_operation(
+                "PUT", key, expires, query={"partNumber": str(n), "uploadId": upload_id}
+            )
+            for n in numbers
+        }
+
+    def complete(
+        self,
+        provider: S3CompatibleProvider,
+        user_id: str,
+        key: str,
+        upload_id: str,
+        parts: list[tuple[int, str]],
+    ) -> dict[str, Any]:
+        """Check the client's part list against what was uploaded, then assemble the object."""
+        self._uploads.check_owner(provider, user_id, key)
+        uploaded = {p.number: p for p in self._parts(provider, key, upload_id)}
+        for position, (number, etag) in enumerate(parts):
+            part = uploaded.get(number)
+            if part is None:
+                raise BadRequest(f"part {number} was not uploaded: upload it, or leave it out of parts")
+            if part.etag != etag:
+                raise BadRequest(f"part {number}'s ETag is {part.etag!r}, not {etag!r}")
+            if position < len(parts) - 1 and part.size < MIN_PART_BYTES:
+                raise BadRequest(
+                    f"part {number} is {part.size} bytes; every part but the last must be at least "
+                    f"{MIN_PART_BYTES} bytes (5 MiB)"
+                )
+        total = sum(uploaded[n].size for n, _ in parts)
+        if total > self._limit():
+            provider.abort_multipart(key, upload_id)
+            raise PayloadTooLarge(
+                f"the parts add up to {total} bytes, over the {self._limit()} byte upload limit; "
+                "the upload was aborted"
+            )
+        self._translate(lambda: provider.complete_multipart(key, upload_id, parts), upload_id)
+        return {"location": provider.object_url(key), "key": key}
+
+    def abort(self, provider: S3CompatibleProvider, user_id: str, key: str, upload_id: str) -> None:
+        """Abort the upload and drop its parts; aborting twice is fine."""
+        self._uploads.check_owner(provider, user_id, key)
+        provider.abort_multipart(key, upload_id)
+
+    def _parts(self, provider: S3CompatibleProvider, key: str, upload_id: str) -> list[UploadedPart]:
+        result: list[UploadedPart] = self._translate(lambda: provider.list_parts(key, upload_id), upload_id)
+        return result
+
+    @staticmethod
+    def _translate(call: Any, upload_id: str) -> Any:
+        try:
+            return call()
+        except NoSuchUpload:
+            raise NotFound(
+                f"no multipart upload {upload_id!r} for this key: it was completed, aborted, or never started"
+            ) from None
+
+
+def multipart_provider(provider: StorageProvider) -> S3CompatibleProvider:
+    """Return ``provider`` if it uploads in S3 parts (S3, R2, B2)."""
+    if not isinstance(provider, S3CompatibleProvider):
+        raise NotFound(
+            f"{provider.name} has no S3 multipart routes: Azure uploads large files as blocks "
+            "through the SAS URL from /azure/presign-upload"
+        )
+    return provider

@@ -1,0 +1,129 @@
+"""Routes for uploads in parts (S3, R2, B2), mounted at ``/<provider>/s3`` for each of the three.
+
+``POST /P/s3/sign`` serves Uppy 6's ``signRequest`` mode; the rest are the
+routes of Uppy's Companion (``packages/@uppy/companion/src/server/controllers/s3.ts``),
+so Uppy 5's ``endpoint: <service>/P`` and Uppy 6's ``companionEndpoint``
+work against this service unchanged. Starting an upload counts against the
+presign rate limit; every later step against the (higher) parts limit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from ..auth import current_user_id
+from ..ratelimit import check_rate, rate_limited
+from ..storage import get_provider
+from ..storage.s3 import S3CompatibleProvider
+from .multipart import MultipartService, multipart_provider
+from .schemas import (
+    json_object,
+    parse_companion_file,
+    parse_key,
+    parse_part_number,
+    parse_part_numbers,
+    parse_parts,
+    parse_sign,
+    parse_upload_id,
+)
+
+multipart_bp = Blueprint("multipart", __name__)
+
+
+def _multipart() -> MultipartService:
+    return current_app.extensions["multipart"]  # type: ignore[no-any-return]
+
+
+def _provider(name: str) -> S3CompatibleProvider:
+    return multipart_provider(get_provider(name))
+
+
+def _key() -> str:
+    return parse_key(request.args.get("key"))
+
+
+@multipart_bp.post("/sign")
+def sign(provider: str) -> tuple[Response, int]:
+    """Sign one S3 request of an upload: ``{method, key, uploadId?, partNumber?, contentType?, ...}``."""
+    user_id = current_user_id()
+    storage = _provider(provider)
+    wanted = parse_sign(json_object(), storage.bucket)
+    check_rate("presign" if wanted.wanted is not None else "parts")
+    return jsonify(_multipart().sign(storage, user_id, wanted)), 200
+
+
+@multipart_bp.get("/params")
+@rate_limited("presign")
+def params(provider: str) -> tuple[Response, int]:
+    """Sign a single upload: ``?filename=&type=&size=`` → ``{method, url, fields, headers, key}``."""
+    user_id = current_user_id()
+    storage = _provider(provider)
+    wanted = parse_companion_file(request.args.to_dict())
+    return jsonify(_multipart().params(storage, user_id, wanted)), 200
+
+
+@multipart_bp.post("/multipart")
+@rate_limited("presign")
+def create(provider: str) -> tuple[Response, int]:
+    """Start an upload in parts: ``{filename, type, metadata?, size?}`` → ``{key, uploadId, partSize}``."""
+    user_id = current_user_id()
+    storage = _provider(provider)
+    wanted = parse_companion_file(json_object())
+    return jsonify(_multipart().create(storage, user_id, wanted)), 200
+
+
+@multipart_bp.get("/multipart/<upload_id>")
+@rate_limited("parts")
+def list_parts(provider: str, upload_id: str) -> tuple[Response, int]:
+    """The parts uploaded so far: ``[{PartNumber, ETag, Size}]``."""
+    user_id = current_user_id()
+    storage = _provider(provider)
+    parts = _multipart().list_parts(storage, user_id, _key(), parse_upload_id(upload_id))
+    return jsonify(parts), 200
+
+
+@multipart_bp.get("/multipart/<upload_id>/batch")
+@rate_limited("parts")
+def sign_batch(provider: str, upload_id: str) -> tuple[Response, int]:
+    """Sign several parts: ``?key=&partNumbers=1,2,3`` → ``{presignedUrls: {"1": url, ...}}``."""
+    user_id = current_user_id()
+    storage = _provider(provider)
+    numbers = parse_part_numbers(request.args.get("partNumbers"))
+    urls = _multipart().sign_parts(storage, user_id, _key(), parse_upload_id(upload_id), numbers)
+    return jsonify({"presignedUrls": urls}), 200
+
+
+@multipart_bp.get("/multipart/<upload_id>/<part_number>")
+@rate_limited("parts")
+def sign_part(provider: str, upload_id: str, part_number: str) -> tuple[Response, int]:
+    """Sign one part: ``?key=`` → ``{url, expires}``."""
+    user_id = current_user_id()
+    storage = _provider(provider)
+    number = parse_part_number(part_number)
+    service = _multipart()
+    urls = service.sign_parts(storage, user_id, _key(), parse_upload_id(upload_id), [number])
+    body: dict[str, Any] = {"url": urls[str(number)], "expires": service.url_seconds}
+    return jsonify(body), 200
+
+
+@multipart_bp.post("/multipart/<upload_id>/complete")
+@rate_limited("parts")
+def complete(provider: str, upload_id: str) -> tuple[Response, int]:
+    """Assemble the object: ``{parts: [{PartNumber, ETag}]}`` → ``{location, key}``; then save-metadata."""
+    user_id = current_user_id()
+    storage = _provider(provider)
+    key = _key()
+    parts = parse_parts(json_object())
+    return jsonify(_multipart().complete(storage, user_id, key, parse_upload_id(upload_id), parts)), 200
+
+
+@multipart_bp.delete("/multipart/<upload_id>")
+@rate_limited("parts")
+def abort(provider: str, upload_id: str) -> tuple[Response, int]:
+    """Abort the upload and drop its parts: ``{}``."""
+    user_id = current_user_id()
+    storage = _provider(provider)
+    _multipart().abort(storage, user_id, _key(), parse_upload_id(upload_id))
+    return jsonify({}), 200
