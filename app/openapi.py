@@ -164,6 +164,131 @@ def _file_operations(provider: str) -> dict[str, Any]:
     }
 
 
+def _param(
+    name: str, where: str, schema: dict[str, Any], description: str, required: bool = False
+) -> dict[str, Any]:
+    return {"name": name, "in": where, "required": required, "schema": schema, "description": description}
+
+
+_KEY_QUERY = _param(
+    "key", "query", {"type": "string", "minLength": 1}, "The key the upload was started with.", True
+)
+_UPLOAD_ID = _param("upload_id", "path", {"type": "string"}, "The multipart upload's id.", True)
+_OBJECT = {"type": "object"}
+
+
+def _multipart_operations(provider: str) -> dict[str, Any]:
+    """Document the sign route and the Companion-style routes of one S3-compatible provider."""
+
+    def op(summary: str, ok: dict[str, Any], errors: tuple[str, ...], **extra: Any) -> dict[str, Any]:
+        return {
+            "summary": summary,
+            "tags": ["multipart"],
+            "security": _SECURITY,
+            "responses": {"200": _json(ok, "Done."), **_errors(*errors)},
+            **extra,
+        }
+
+    started = ("400", "401", "413", "415", "429", "502", "503", "504")
+    step = ("400", "401", "403", "404", "429", "502", "503", "504")
+    base = f"/{provider}/s3"
+    body = {"required": True, "content": {"application/json": {"schema": _OBJECT}}}
+    return {
+        f"{base}/sign": {
+            "post": op(
+                "Sign one S3 request of an upload (Uppy 6 signRequest)",
+                _ref("SignResponse"),
+                ("400", "401", "403", "413", "415", "429", "503"),
+                requestBody={
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("SignRequest")}},
+                },
+            )
+        },
+        f"{base}/params": {
+            "get": op(
+                "Sign a single upload: a POST form (S3) or a PUT (R2, B2)",
+                _ref("UploadParams"),
+                started,
+                parameters=[
+                    _param("filename", "query", {"type": "string"}, "The file's name.", True),
+                    _param("type", "query", {"type": "string"}, "Its content type.", True),
+                    _param("size", "query", {"type": "string", "pattern": "^[0-9]+$"}, "Its size in bytes."),
+                ],
+            )
+        },
+        f"{base}/multipart": {
+            "post": op(
+                "Start an upload in parts: {filename, type, metadata?, size?}",
+                _ref("MultipartStarted"),
+                started,
+                requestBody=body,
+            )
+        },
+        f"{base}/multipart/{{upload_id}}": {
+            "get": op(
+                "List the parts uploaded so far",
+                {"type": "array", "items": _ref("Part")},
+                step,
+                parameters=[_UPLOAD_ID, _KEY_QUERY],
+            ),
+            "delete": op(
+                "Abort the upload and drop its parts",
+                _OBJECT,
+                step,
+                parameters=[_UPLOAD_ID, _KEY_QUERY],
+            ),
+        },
+        f"{base}/multipart/{{upload_id}}/batch": {
+            "get": op(
+                "Sign the PUT of several parts",
+                {
+                    "type": "object",
+                    "required": ["presignedUrls"],
+                    "properties": {
+                        "presignedUrls": {"type": "object", "additionalProperties": {"type": "string"}}
+                    },
+                },
+                step,
+                parameters=[
+                    _UPLOAD_ID,
+                    _KEY_QUERY,
+                    _param("partNumbers", "query", {"type": "string"}, "Such as 1,2,3 (at most 100).", True),
+                ],
+            )
+        },
+        f"{base}/multipart/{{upload_id}}/{{part_number}}": {
+            "get": op(
+                "Sign the PUT of one part",
+                {
+                    "type": "object",
+                    "required": ["url", "expires"],
+                    "properties": {"url": {"type": "string"}, "expires": {"type": "integer"}},
+                },
+                step,
+                parameters=[
+                    _UPLOAD_ID,
+                    _param("part_number", "path", {"type": "string"}, "1 to 10000.", True),
+                    _KEY_QUERY,
+                ],
+            )
+        },
+        f"{base}/multipart/{{upload_id}}/complete": {
+            "post": op(
+                "Assemble the object from its parts: {parts: [{PartNumber, ETag}]}",
+                {
+                    "type": "object",
+                    "required": ["location", "key"],
+                    "properties": {"location": {"type": "string"}, "key": {"type": "string"}},
+                },
+                (*step, "413"),
+                parameters=[_UPLOAD_ID, _KEY_QUERY],
+                requestBody=body,
+            )
+        },
+    }
+
+
 def _schemas(max_upload_bytes: int) -> dict[str, Any]:
     nullable_string = {"type": ["string", "null"]}
     return {
@@ -271,6 +396,66 @@ def _schemas(max_upload_bytes: int) -> dict[str, Any]:
                 },
             },
         },
+        "SignRequest": {
+            "type": "object",
+            "required": ["method", "key"],
+            "properties": {
+                "method": {"enum": ["PUT", "POST", "GET", "DELETE"]},
+                "key": {
+                    "type": "string",
+                    "description": "The upload's key; on the first request, a file name.",
+                },
+                "uploadId": {"type": "string"},
+                "partNumber": {"type": "integer", "minimum": 1, "maximum": 10000},
+                "expiresIn": {"type": "integer", "minimum": 1, "maximum": 604800},
+                "contentType": {
+                    "type": "string",
+                    "description": "First request (PUT object, POST create) only.",
+                },
+                "fileName": {"type": "string"},
+                "fileSize": {"type": "integer", "minimum": 0},
+                "bucket": {"type": "string"},
+            },
+        },
+        "SignResponse": {
+            "type": "object",
+            "required": ["url"],
+            "properties": {
+                "url": {"type": "string"},
+                "key": {"type": "string", "description": "The key the service picked (first request)."},
+                "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+                "partSize": {"type": "integer", "description": "Bytes per part that fits 10,000 parts."},
+            },
+        },
+        "UploadParams": {
+            "type": "object",
+            "required": ["method", "url", "fields", "headers", "key"],
+            "properties": {
+                "method": {"enum": ["POST", "PUT"]},
+                "url": {"type": "string"},
+                "fields": {"type": "object", "additionalProperties": {"type": "string"}},
+                "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+                "key": {"type": "string"},
+            },
+        },
+        "MultipartStarted": {
+            "type": "object",
+            "required": ["key", "uploadId", "partSize"],
+            "properties": {
+                "key": {"type": "string"},
+                "uploadId": {"type": "string"},
+                "partSize": {"type": "integer"},
+            },
+        },
+        "Part": {
+            "type": "object",
+            "required": ["PartNumber", "ETag", "Size"],
+            "properties": {
+                "PartNumber": {"type": "integer"},
+                "ETag": {"type": "string"},
+                "Size": {"type": "integer"},
+            },
+        },
         "FileList": {
             "type": "object",
             "required": ["success", "files", "nextCursor"],
@@ -325,6 +510,8 @@ def build_document(settings: Settings) -> dict[str, Any]:
             "post": _save_operation(f"Record an object uploaded to {provider}")
         }
         paths.update(_file_operations(provider))
+        if provider != "azure":
+            paths.update(_multipart_operations(provider))
     paths["/presign-upload"] = {"post": _presign_operation("The S3 and R2 guides' route (DEFAULT_PROVIDER)")}
     paths["/save-metadata"] = {"post": _save_operation("The guides' save route (the key's own provider)")}
     paths["/presign-b2-upload"] = {"post": _presign_operation("The B2 guide's presign route")}

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import psycopg2
 import psycopg2.extensions
 import pytest
+import requests
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -153,7 +154,8 @@ def test_sweep_keeps_its_claim_when_storage_fails_and_exits_1(
     result = broken.test_cli_runner().invoke(args=["storage", "sweep", "--older-than", "0s"])
     assert result.exit_code == 1
     assert "s3        0      1" in result.output
-    assert "1 objects could not be deleted; a later sweep retries them" in result.output
+    assert "1 objects could not be deleted or uploads aborted; a later sweep retries them" in result.output
+    assert "s3: could not list multipart uploads: s3 storage is unreachable, try again" in result.output
     state = pending(db, key)
     assert state is not None and state[1] is not None and state[2] is None  # claimed, not swept
     assert exists(app, "s3", key)
@@ -199,3 +201,31 @@ def test_durations_read_and_print_alike() -> None:
         parse_duration("90")
     for seconds in (0, 59, 3600, 86400, 93784):
         assert parse_duration(format_duration(seconds)) == seconds
+
+
+def test_sweep_aborts_multipart_uploads_started_before_the_cut_off(
+    app: Flask, client: FlaskClient, runner: object
+) -> None:
+    created = client.post(
+        "/b2/s3/multipart", json={"filename": "big.bin", "type": "application/octet-stream"}
+    )
+    key, upload_id = created.get_json()["key"], created.get_json()["uploadId"]
+    url = client.get(f"/b2/s3/multipart/{upload_id}/1", query_string={"key": key}).get_json()["url"]
+    assert requests.put(url, data=b"part one", timeout=10).status_code == 200
+    assert recorder(app).flush()
+    with app.app_context():
+        b2 = get_provider("b2")
+        assert any(u.upload_id == upload_id for u in b2.list_multipart_uploads())
+
+    young = runner.invoke(args=["storage", "sweep"])  # type: ignore[attr-defined]
+    assert young.exit_code == 0
+    with app.app_context():
+        assert any(u.upload_id == upload_id for u in b2.list_multipart_uploads())
+
+    result = runner.invoke(args=["storage", "sweep", "--older-than", "0s"])  # type: ignore[attr-defined]
+    assert result.exit_code == 0, result.output
+    assert "multipart aborted" in result.output
+    [b2_row] = [line for line in result.output.splitlines() if line.startswith("b2 ")]
+    assert int(b2_row.split()[3]) >= 1
+    with app.app_context():
+        assert all(u.upload_id != upload_id for u in b2.list_multipart_uploads())

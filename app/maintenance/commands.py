@@ -166,14 +166,18 @@ def sweep_command(older_than: int, batch_size: int) -> None:
     with _maintenance_repository("sweep") as repo:
         report = sweep(repo, providers, older_than, batch_size=batch_size)
     click.echo(f"abandoned uploads presigned more than {format_duration(older_than)} ago and never saved:")
-    rows = [(name, report.swept[name], report.failed[name]) for name in providers]
-    click.echo(_table(("provider", "swept", "failed"), rows))
+    rows = [(name, report.swept[name], report.failed[name], report.aborted[name]) for name in providers]
+    click.echo(_table(("provider", "swept", "failed", "multipart aborted"), rows))
     if report.forgotten:
         click.echo(f"forgot {report.forgotten} records of uploads swept earlier")
+    for problem in report.problems:
+        click.echo(problem, err=True)
     if report.total_failed:
+        failed = report.total_failed
         click.echo(
-            f"{report.total_failed} objects could not be deleted; a later sweep retries them", err=True
+            f"{failed} objects could not be deleted or uploads aborted; a later sweep retries them", err=True
         )
+    if report.total_failed or report.problems:
         raise SystemExit(1)
 
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from ..repository import MaintenanceRepository
-from ..storage import StorageProvider
+from ..storage import StorageError, StorageProvider
 
 BATCH_SIZE = 500
 # A claim whose sweeper died before finishing is taken again after this long.
@@ -28,7 +29,11 @@ class SweepReport:
 
     swept: dict[str, int] = field(default_factory=dict)
     failed: dict[str, int] = field(default_factory=dict)
+    #: multipart uploads started before the cut-off and never completed
+    aborted: dict[str, int] = field(default_factory=dict)
     forgotten: int = 0
+    #: what could not be looked at (a provider's multipart listing), for the operator
+    problems: list[str] = field(default_factory=list)
 
     @property
     def total_swept(self) -> int:
@@ -50,7 +55,11 @@ def sweep(
     keep_swept_seconds: float = KEEP_SWEPT_SECONDS,
 ) -> SweepReport:
     """Delete the objects of uploads presigned more than ``older_than`` seconds ago and never saved."""
-    report = SweepReport(swept=dict.fromkeys(providers, 0), failed=dict.fromkeys(providers, 0))
+    report = SweepReport(
+        swept=dict.fromkeys(providers, 0),
+        failed=dict.fromkeys(providers, 0),
+        aborted=dict.fromkeys(providers, 0),
+    )
     while True:
         claimed = repo.claim_abandoned(list(providers), older_than, batch_size, STALE_CLAIM_SECONDS)
         by_provider: dict[str, list[str]] = {}
@@ -64,5 +73,27 @@ def sweep(
             report.failed[name] += len(failed)
         if len(claimed) < batch_size:
             break
+    _abort_unfinished(providers, older_than, report)
     report.forgotten = repo.forget_swept(keep_swept_seconds)
     return report
+
+
+def _abort_unfinished(
+    providers: Mapping[str, StorageProvider], older_than: float, report: SweepReport
+) -> None:
+    """Abort multipart uploads started before the cut-off: their parts cost storage and never show."""
+    cutoff = datetime.now(UTC) - timedelta(seconds=older_than)
+    for name, provider in providers.items():
+        try:
+            unfinished = [u for u in provider.list_multipart_uploads() if u.initiated < cutoff]
+        except StorageError as exc:
+            report.problems.append(f"{name}: could not list multipart uploads: {exc.message}")
+            continue
+        for upload in unfinished:
+            # Aborting never touches a completed object, so no claim is needed.
+            try:
+                provider.abort_multipart(upload.key, upload.upload_id)
+            except StorageError:
+                report.failed[name] += 1
+                continue
+            report.aborted[name] += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
@@ -44,6 +45,10 @@ from .base import (
 
 log = logging.getLogger(__name__)
 
+# A large upload's SAS must outlast the upload itself: sized for 2 Mbit/s.
+SLOW_LINK_BYTES_PER_SECOND = 256 * 1024
+MAX_SAS_SECONDS = 7 * 24 * 3600
+
 
 def _split(value: str | list[str] | None) -> list[str]:
     # The SDK reads rules back as comma-joined strings.
@@ -57,8 +62,9 @@ def _split(value: str | list[str] | None) -> list[str]:
 class AzureBlobProvider(StorageProvider):
     """One container of one storage account, signed with the account key."""
 
-    # Put Blob's limit for a single request.
-    max_single_upload_bytes = 5000 * 1024**2
+    # One SAS covers a block blob of up to 50,000 blocks of 4,000 MiB; a
+    # single Put Blob takes at most 5,000 MiB, so larger files go in blocks.
+    max_single_upload_bytes = 50_000 * 4000 * 1024**2
 
     def __init__(
         self,
@@ -113,8 +119,12 @@ class AzureBlobProvider(StorageProvider):
 
         A SAS cannot bind the content type or length (``rsct`` only changes
         what reads return), so save-metadata checks both after the upload.
+        The same SAS lets a client upload in blocks (Put Block, then Put Block
+        List), so it lives long enough for the declared size at a slow link.
         """
-        expires_at = datetime.now(UTC) + timedelta(seconds=expires_in)
+        if content_length is not None:
+            expires_in = max(expires_in, math.ceil(content_length / SLOW_LINK_BYTES_PER_SECOND))
+        expires_at = datetime.now(UTC) + timedelta(seconds=min(expires_in, MAX_SAS_SECONDS))
         sas = self._sas(key, BlobSasPermissions(create=True, write=True), expires_at)
         return PresignedUpload(
             url=f"{self.object_url(key)}?{sas}",

@@ -176,6 +176,14 @@ class StorageProvider(ABC):
     def list_objects(self) -> Iterator[list[ListedObject]]:
         """Yield the bucket's objects a page at a time (memory stays one page)."""
 
+    def list_multipart_uploads(self) -> Iterator[MultipartUpload]:
+        """Yield unfinished multipart uploads (none where the provider has no such thing)."""
+        return iter(())
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Abort an unfinished multipart upload; one already gone is fine."""
+        raise NotImplementedError(f"{self.name} has no multipart uploads")
+
     @abstractmethod
     def set_cors(self, origins: Sequence[str]) -> None:
         """Let pages on ``origins`` upload to and download from the bucket directly."""
