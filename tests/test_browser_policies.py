@@ -128,6 +128,27 @@ def test_file_routes_share_their_own_rate_limit(make_app: Callable[..., Flask]) 
     assert client.post("/s3/presign-upload", json=GOOD, headers=headers).status_code == 200
 
 
+def test_starting_an_upload_in_parts_counts_as_a_presign_and_its_steps_as_parts(
+    make_app: Callable[..., Flask],
+) -> None:
+    app = make_app(RATE_LIMIT_PRESIGN="1/minute", RATE_LIMIT_PARTS="2/minute")
+    client = app.test_client()
+    headers = {"X-User-Id": "parted"}
+    first = {"method": "POST", "key": "a.bin", "contentType": "application/octet-stream"}
+    started = client.post("/s3/s3/sign", json=first, headers=headers)
+    assert started.status_code == 200
+    assert (
+        client.post("/r2/s3/multipart", json={"filename": "b", "type": "a/b"}, headers=headers).status_code
+        == 429
+    )
+    step = {"method": "PUT", "key": started.get_json()["key"], "uploadId": "u", "partNumber": 1}
+    assert client.post("/s3/s3/sign", json=step, headers=headers).status_code == 200
+    assert client.post("/s3/s3/sign", json=step, headers=headers).status_code == 200
+    limited = client.post("/s3/s3/sign", json=step, headers=headers)
+    assert limited.status_code == 429
+    assert limited.get_json()["error"].startswith("rate limit exceeded (2 per 1 minute), try again in ")
+
+
 def test_requests_without_a_valid_token_are_limited_by_address(make_app: Callable[..., Flask]) -> None:
     app = make_app(AUTH_MODE=None, AUTH_JWT_SECRET=HS_SECRET, RATE_LIMIT_PRESIGN="2/minute")
     client = app.test_client()

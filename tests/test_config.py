@@ -169,10 +169,9 @@ def test_config_public_read_switches_are_checked(name: str) -> None:
     assert problems_of({**DB, name: "maybe"}) == [f"{name}: expected on or off, got 'maybe'"]
 
 
-def test_config_files_rate_limit_is_checked() -> None:
-    assert problems_of({**DB, "RATE_LIMIT_FILES": "lots"}) == [
-        "RATE_LIMIT_FILES: expected a rate such as 120/minute, got 'lots'"
-    ]
+@pytest.mark.parametrize("name", ["RATE_LIMIT_FILES", "RATE_LIMIT_PARTS"])
+def test_config_rate_limits_are_checked(name: str) -> None:
+    assert problems_of({**DB, name: "lots"}) == [f"{name}: expected a rate such as 120/minute, got 'lots'"]
 
 
 def test_config_bad_bucket_name_is_named() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from flask.testing import FlaskClient
@@ -75,3 +76,49 @@ def test_any_file_name_gives_a_safe_key_or_a_400(client: FlaskClient, name: str)
         assert "/" not in tail and "\\" not in tail
         assert all(ord(ch) >= 0x20 and ord(ch) != 0x7F for ch in key)
         assert len(tail.encode("utf-8")) <= 200
+
+
+sign_bodies = st.fixed_dictionaries(
+    {},
+    optional={
+        "method": st.sampled_from(["PUT", "POST", "GET", "DELETE", "put", "HEAD"]) | field_values,
+        "key": field_values,
+        "uploadId": field_values,
+        "partNumber": field_values,
+        "expiresIn": field_values,
+        "contentType": field_values,
+        "fileName": field_values,
+        "fileSize": field_values,
+        "bucket": field_values,
+    },
+)
+parts_bodies = st.fixed_dictionaries(
+    {},
+    optional={
+        "parts": st.lists(
+            st.fixed_dictionaries({}, optional={"PartNumber": field_values, "ETag": field_values})
+            | json_values,
+            max_size=4,
+        )
+        | field_values
+    },
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=sign_bodies, provider=st.sampled_from(["s3", "r2", "b2"]))
+def test_sign_route_never_fails_on_any_json(client: FlaskClient, body: dict[str, Any], provider: str) -> None:
+    assert_clean_refusal_or_success(client.post(f"/{provider}/s3/sign", json=body))
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    body=parts_bodies, key=st.text(max_size=50), upload_id=st.text(max_size=50).filter(lambda s: "/" not in s)
+)
+def test_complete_never_fails_on_any_json(
+    client: FlaskClient, body: dict[str, Any], key: str, upload_id: str
+) -> None:
+    response = client.post(
+        f"/s3/s3/multipart/{quote(upload_id, safe='') or 'u'}/complete", query_string={"key": key}, json=body
+    )
+    assert_clean_refusal_or_success(response)
