@@ -1,6 +1,13 @@
 # The upload service: gunicorn serving app:create_app() on port 3000.
 # Build: docker build -t upload-service .
 # Run:   docker run -p 3000:3000 --env-file .env upload-service
+
+# The upload page's browser code: Uppy's prebuilt bundle, from the npm registry.
+FROM node:20-slim AS page-assets
+WORKDIR /build
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund
+
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -15,6 +22,7 @@ WORKDIR /srv
 COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
 
+COPY --from=page-assets /build/node_modules/uppy/dist ./node_modules/uppy/dist
 COPY app ./app
 COPY migrations ./migrations
 COPY deploy ./deploy

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint format install clean bench
+.PHONY: run test lint format install browser clean bench
 
 run: install  ## Run the service on http://localhost:3000 with local PostgreSQL and storage emulators
 	$(BIN)/python -m devstack
@@ -25,7 +25,15 @@ format:
 	$(BIN)/ruff format app devstack deploy bench tests
 	$(BIN)/ruff check --fix app devstack deploy bench tests
 
-install: $(VENV)/.installed node_modules/.installed
+install: $(VENV)/.installed node_modules/.installed browser
+
+# The browser tests drive Debian's Chromium (Playwright cannot download its own here).
+browser:
+	@if command -v chromium >/dev/null 2>&1 || [ -n "$$CHROMIUM_PATH" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null || \
+		{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; \
+	else echo "chromium not found: install it (Debian: apt-get install chromium) or set CHROMIUM_PATH"; fi
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -33,10 +41,10 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@
 
-# Azurite (the Azure emulator) comes from npm; without Node the Azure provider stays off locally.
+# Uppy (the upload page) and Azurite (the Azure emulator) come from npm.
 node_modules/.installed: package.json
 	@if command -v npm >/dev/null 2>&1; then npm install --no-audit --no-fund --loglevel=error && touch $@; \
-	else echo "npm not found: Azure emulator skipped"; fi
+	else echo "npm not found: the upload page and the Azure emulator need Node.js and npm"; fi
 
 clean:
 	rm -rf $(VENV) node_modules .devstack .pytest_cache .mypy_cache .ruff_cache

@@ -11,7 +11,7 @@ from dotenv import load_dotenv
 from flask import Flask, Response
 from flask_cors import CORS
 
-from . import auth, db, errors, migrations, observability, openapi, ratelimit, storage
+from . import auth, db, errors, migrations, observability, openapi, page, ratelimit, storage
 from .config import PROVIDERS, Settings, load_settings
 from .maintenance import commands as maintenance_commands
 from .repository import FileRepository
@@ -61,6 +61,7 @@ def register_extensions(app: Flask, settings: Settings) -> None:
     storage.init_app(app, settings)
     auth.init_app(app, settings.auth)
     openapi.init_app(app, settings)
+    page.init_app(app, settings)
     rls = settings.db_row_level_security
     # Presign records are written by a background thread, on connections of its own borrowing.
     background = FileRepository(db.run_outside_request(db.get_database(app)), row_level_security=rls)
@@ -86,6 +87,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(guides_bp)
     app.register_blueprint(status_bp)
     app.register_blueprint(openapi.bp)
+    app.register_blueprint(page.bp)
 
 
 def register_http_policies(app: Flask, settings: Settings) -> None:

@@ -125,6 +125,10 @@ class Settings:
     storage_connect_timeout_seconds: float = 3.0
     storage_read_timeout_seconds: float = 5.0
     storage_max_attempts: int = 3
+    #: the upload page sends files larger than this in parts (S3, R2, B2) or blocks (Azure)
+    page_multipart_threshold_bytes: int = 100 * 1024**2
+    #: where the upload page gets a bearer token from (same-site, with cookies); None: pasted
+    page_token_url: str | None = None
 
 
 class _Reader:
@@ -486,6 +490,10 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         storage_connect_timeout_seconds=r.number("STORAGE_CONNECT_TIMEOUT_SECONDS", 3.0, 0.1, 300.0),
         storage_read_timeout_seconds=r.number("STORAGE_READ_TIMEOUT_SECONDS", 5.0, 0.1, 300.0),
         storage_max_attempts=r.integer("STORAGE_MAX_ATTEMPTS", 3, 1, 10),
+        page_multipart_threshold_bytes=r.integer(
+            "UPLOAD_PAGE_MULTIPART_THRESHOLD_BYTES", 100 * 1024**2, 5 * 1024**2, 5 * 1024**3
+        ),
+        page_token_url=r.url("UPLOAD_PAGE_TOKEN_URL"),
     )
     if r.problems:
         raise ConfigError(r.problems)

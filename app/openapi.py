@@ -30,7 +30,7 @@ _ERROR = {
     "400": "The request is malformed: a field is missing, has the wrong type or is invalid.",
     "401": "The bearer token is missing or not acceptable (the message says which).",
     "403": "The object key was not issued to the caller.",
-    "404": "The key was never issued, or the object is not in the bucket yet.",
+    "404": "Not found: the key was never issued, the object is not uploaded yet, or no such file.",
     "409": "The key was issued for another provider.",
     "410": "The upload was not saved in time and was cleaned up as abandoned (flask storage sweep).",
     "413": "The file, or the JSON body, is over its limit.",
@@ -548,6 +548,32 @@ def build_document(settings: Settings) -> dict[str, Any]:
             "responses": {"200": _json({"type": "object"}, "The OpenAPI document.")},
         }
     }
+    paths["/"] = {
+        "get": {
+            "summary": "The upload page (Uppy)",
+            "tags": ["page"],
+            "responses": {
+                "200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}
+            },
+        }
+    }
+    for path, what in (
+        ("/assets/{name}", "The page's own script and styles"),
+        ("/assets/uppy/{name}", "Uppy's bundle"),
+    ):
+        paths[path] = {
+            "get": {
+                "summary": what,
+                "tags": ["page"],
+                "parameters": [
+                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "200": {"description": "The file.", "content": {"*/*": {"schema": {"type": "string"}}}},
+                    **_errors("404", "503"),
+                },
+            }
+        }
     paths["/docs"] = {
         "get": {
             "summary": "This document as a page",

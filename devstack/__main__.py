@@ -2,8 +2,8 @@
 
 Anything ``.env`` or the environment configures is used as is; anything
 missing is started here: an embedded PostgreSQL, SeaweedFS for S3, R2 and
-B2, and Azurite for Azure. Migrations are applied, then the service serves
-on http://localhost:3000 until Ctrl-C.
+B2, and Azurite for Azure. Migrations are applied, bucket CORS is set, then
+the service and its upload page serve on http://localhost:3000 until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -50,7 +50,6 @@ def main(argv: list[str] | None = None) -> int:
         from app import create_app
         from app.config import ConfigError
         from app.migrations import apply_migrations
-        from app.storage import get_provider
 
         try:
             app = create_app()
@@ -62,10 +61,15 @@ def main(argv: list[str] | None = None) -> int:
             report=print,
             row_level_security=app.extensions["settings"].db_row_level_security,
         )
-        # The emulators this run started accept browser uploads from any page.
-        with app.app_context():
-            for name in stack.emulated_providers():
-                get_provider(name).set_cors(["*"])
+        # The emulators this run started accept browser uploads and downloads
+        # from any page (the upload page at / included), set by the same command
+        # operators run against real buckets.
+        emulated = stack.emulated_providers()
+        if emulated:
+            cors = app.test_cli_runner().invoke(args=["storage", "cors", *emulated, "--origin", "*"])
+            print(cors.output.rstrip(), flush=True)
+            if cors.exit_code != 0:
+                return 1
         for note in stack.notes:
             print(f"  {note}")
         print(

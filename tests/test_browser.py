@@ -1,0 +1,185 @@
+"""The upload page in a real browser: Debian's Chromium, driven by Playwright, against the running service.
+
+Each provider gets a small file and (S3, R2, B2 in parts; Azure in blocks) a
+12 MiB one; both are listed, downloaded and compared byte for byte; one is
+deleted; a file of a type the service refuses shows the service's message.
+A screenshot of the page after the uploads is written to tests/artifacts/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from werkzeug.serving import make_server
+
+from tests.helpers import PROVIDERS
+from tests.tokens import HS_SECRET, hs256
+
+pytestmark = pytest.mark.integration
+
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+MiB = 1024**2
+SMALL = b"hello from the browser\n"
+LARGE = os.urandom(12 * MiB)
+REFUSED_MESSAGE = (
+    "blocked.exe: contentType application/x-msdownload is not allowed; "
+    "allowed: text/*, application/octet-stream"
+)
+
+
+def chromium_path() -> str:
+    path = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.fail(
+            "Chromium not found: install Debian's chromium (make install does, as root) or set CHROMIUM_PATH"
+        )
+    return path
+
+
+def serve(app: Flask) -> Iterator[str]:
+    """Serve ``app`` on a free port with bucket CORS set for it by `flask storage cors`; yield its URL."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    origin = f"http://127.0.0.1:{server.server_port}"
+    cors = app.test_cli_runner().invoke(args=["storage", "cors", "--origin", origin])
+    assert cors.exit_code == 0, cors.output
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield origin
+    finally:
+        server.shutdown()
+
+
+@pytest.fixture
+def served(make_app: Callable[..., Flask]) -> Iterator[str]:
+    """The page in development mode (no login)."""
+    yield from serve(
+        make_app(
+            UPLOAD_PAGE_MULTIPART_THRESHOLD_BYTES=str(5 * MiB),
+            ALLOWED_CONTENT_TYPES="text/*,application/octet-stream",
+        )
+    )
+
+
+@pytest.fixture
+def served_with_tokens(make_app: Callable[..., Flask]) -> Iterator[str]:
+    """The page where callers need a bearer token."""
+    yield from serve(make_app(AUTH_MODE="jwt", AUTH_JWT_SECRET=HS_SECRET))
+
+
+def test_upload_page_end_to_end_in_chromium(served: str) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
+        context = browser.new_context(accept_downloads=True, viewport={"width": 1100, "height": 1400})
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(served)
+        expect(page.get_by_role("heading", name="Upload files")).to_be_visible()
+        expect(page.get_by_label("Storage")).to_have_value("s3")
+
+        for provider in PROVIDERS:
+            page.get_by_label("Storage").select_option(provider)
+            small, large = f"{provider}-small.txt", f"{provider}-large.bin"
+            page.locator(".uppy-Dashboard-input").first.set_input_files(
+                [
+                    {"name": small, "mimeType": "text/plain", "buffer": SMALL},
+                    {"name": large, "mimeType": "application/octet-stream", "buffer": LARGE},
+                ]
+            )
+            page.locator(".uppy-StatusBar-actionBtn--upload").click()
+            messages = page.locator("#messages")
+            expect(messages).to_contain_text(f"{small}: uploaded and saved", timeout=60_000)
+            expect(messages).to_contain_text(f"{large}: uploaded and saved", timeout=60_000)
+
+            rows = page.locator("#files tbody tr")
+            expect(rows.filter(has_text=small)).to_have_count(1)
+            expect(rows.filter(has_text=large)).to_have_count(1)
+            for name, data in ((small, SMALL), (large, LARGE)):
+                with page.expect_download() as download:
+                    page.get_by_role("link", name=f"Download {name}").click()
+                assert download.value.suggested_filename == name
+                assert Path(download.value.path()).read_bytes() == data, f"{provider}: {name} differs"
+            page.locator(".uppy-StatusBar-actionBtn--done").click()
+
+        # A type the service refuses: its own message, on that file.
+        page.get_by_label("Storage").select_option("r2")
+        page.locator(".uppy-Dashboard-input").first.set_input_files(
+            [{"name": "blocked.exe", "mimeType": "application/x-msdownload", "buffer": b"MZ"}]
+        )
+        page.locator(".uppy-StatusBar-actionBtn--upload").click()
+        expect(page.locator("#messages")).to_contain_text(REFUSED_MESSAGE, timeout=30_000)
+
+        # Delete one: gone from the list, and from the service.
+        page.get_by_label("Storage").select_option("b2")
+        delete = page.get_by_role("button", name="Delete b2-small.txt")
+        delete.click()
+        expect(page.locator("#files-status")).to_contain_text("Deleted b2-small.txt.")
+        expect(page.locator("#files tbody tr").filter(has_text="b2-small.txt")).to_have_count(0)
+        listed = page.evaluate("fetch('/b2/files').then((r) => r.json())")
+        assert [f["fileName"] for f in listed["files"]] == ["b2-large.bin"]
+
+        page.get_by_label("Storage").select_option("s3")
+        expect(page.locator("#files tbody tr")).to_have_count(2)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "upload-page.png"), full_page=True)
+        assert errors == []
+        browser.close()
+
+
+def test_upload_page_works_on_a_phone_sized_screen_with_the_keyboard(served: str) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 375, "height": 740}, is_mobile=True, has_touch=True)
+        page.goto(served)
+        # Nothing wider than the screen.
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 375
+        # The provider choice is reachable and usable from the keyboard alone.
+        page.keyboard.press("Tab")  # the skip link
+        page.keyboard.press("Tab")
+        focused = page.evaluate("document.activeElement.id")
+        assert focused == "provider"
+        page.keyboard.press("ArrowDown")
+        expect(page.get_by_label("Storage")).to_have_value("r2")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "upload-page-phone.png"), full_page=True)
+        browser.close()
+
+
+def test_upload_page_takes_a_pasted_token_and_keeps_it_in_the_tab_only(served_with_tokens: str) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(served_with_tokens)
+        expect(page.locator("#files-status")).to_contain_text("missing bearer token")
+        page.get_by_label("Access token").fill(hs256("carol"))
+        page.get_by_role("button", name="Use this token").click()
+        expect(page.locator("#files-status")).to_contain_text("No files yet.")
+        page.locator(".uppy-Dashboard-input").first.set_input_files(
+            [{"name": "carol.txt", "mimeType": "text/plain", "buffer": b"carol's"}]
+        )
+        page.locator(".uppy-StatusBar-actionBtn--upload").click()
+        expect(page.locator("#messages")).to_contain_text("carol.txt: uploaded and saved", timeout=30_000)
+        expect(page.locator("#files tbody tr").filter(has_text="carol.txt")).to_have_count(1)
+
+        page.reload()  # the same tab remembers it ...
+        expect(page.locator("#files tbody tr").filter(has_text="carol.txt")).to_have_count(1)
+        assert page.evaluate("localStorage.length") == 0
+        other = context.new_page()  # ... another tab does not
+        other.goto(served_with_tokens)
+        expect(other.locator("#files-status")).to_contain_text("missing bearer token")
+        browser.close()
