@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Callable
 from typing import Any
@@ -428,3 +429,21 @@ def test_azure_sas_lives_long_enough_for_the_declared_size(client: FlaskClient) 
     assert 290 <= lifetime(small) <= 301  # UPLOAD_URL_EXPIRES_SECONDS
     assert 355 <= lifetime(large) <= 361  # 90 MiB at 256 KiB/s
     assert "sp=cw" in large.get_json()["sasUrl"]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            {"method": "PUT", "key": "\ud800", "uploadId": "u", "partNumber": 1},
+            "key is not a key this service issues",
+        ),
+        ({"method": "GET", "key": "k", "uploadId": "\udfff"}, "uploadId is not a valid upload id"),
+    ],
+)
+def test_sign_route_refuses_lone_surrogates_before_signing(
+    client: FlaskClient, body: dict[str, Any], message: str
+) -> None:
+    response = client.post("/s3/s3/sign", data=json.dumps(body), content_type="application/json")
+    assert response.status_code == 400
+    assert response.get_json() == {"success": False, "error": message}

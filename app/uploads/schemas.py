@@ -100,7 +100,7 @@ def parse_save(body: dict[str, Any], key_fields: tuple[str, ...]) -> SaveRequest
     for field in key_fields:
         if body.get(field) is not None:
             key = _string(body, field, MAX_KEY_LENGTH)
-            if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in key):
+            if _has_control_characters(key):
                 raise BadRequest(f"{field} contains control characters")
             return SaveRequest(key=key, field=field)
     raise BadRequest(f"{' or '.join(key_fields)} is required")
@@ -126,13 +126,30 @@ def _optional_int(body: dict[str, Any], field: str, low: int, high: int) -> int 
     return value
 
 
-def parse_upload_id(value: object, field: str = "uploadId") -> str:
-    """Check an S3 upload id: a non-empty string without control characters."""
+def _has_control_characters(value: str) -> bool:
+    return any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value)
+
+
+def _identifier(value: object, field: str, max_length: int, invalid: str) -> str:
+    """Check a string a client hands back (a key, an upload id) before it goes into a signature."""
     if not isinstance(value, str) or not value.strip():
         raise BadRequest(f"{field} is required")
-    if len(value) > MAX_UPLOAD_ID_LENGTH or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
-        raise BadRequest(f"{field} is not a valid upload id")
+    if len(value) > max_length or _has_control_characters(value) or not _is_unicode(value):
+        raise BadRequest(f"{field} {invalid}")
     return value
+
+
+def _is_unicode(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, which JSON allows
+        return False
+    return True
+
+
+def parse_upload_id(value: object, field: str = "uploadId") -> str:
+    """Check an S3 upload id: a non-empty string without control characters."""
+    return _identifier(value, field, MAX_UPLOAD_ID_LENGTH, "is not a valid upload id")
 
 
 def parse_part_number(value: object) -> int:
@@ -156,11 +173,7 @@ def parse_part_numbers(raw: str | None) -> list[int]:
 
 def parse_key(value: object, field: str = "key") -> str:
     """Check an object key given back by a client."""
-    if not isinstance(value, str) or not value.strip():
-        raise BadRequest(f"{field} is required")
-    if len(value) > MAX_KEY_LENGTH or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
-        raise BadRequest(f"{field} is not a key this service issues")
-    return value
+    return _identifier(value, field, MAX_KEY_LENGTH, "is not a key this service issues")
 
 
 def _wanted(body: dict[str, Any], name_field: str, type_field: str, size_field: str) -> PresignRequest:
