@@ -9,13 +9,14 @@ from collections.abc import Callable
 from typing import Any
 from xml.etree import ElementTree
 
+import psycopg2.extensions
 import pytest
 import requests
 from flask import Flask
 from flask.testing import FlaskClient
 
 from app.storage import get_provider
-from tests.helpers import S3_FAMILY, save
+from tests.helpers import S3_FAMILY, recorder, save
 
 pytestmark = pytest.mark.integration
 
@@ -412,7 +413,9 @@ def test_azure_uploads_a_large_file_in_blocks_through_one_sas(client: FlaskClien
     assert downloaded(client, "azure", saved.get_json()["file"]["id"]) == DATA
 
 
-def test_azure_sas_lives_long_enough_for_the_declared_size(client: FlaskClient) -> None:
+def test_azure_sas_lives_long_enough_for_the_declared_size(
+    app: Flask, client: FlaskClient, db: psycopg2.extensions.connection
+) -> None:
     from datetime import UTC, datetime
 
     small = client.post("/azure/presign-upload", json={"fileName": "a", "contentType": "a/b", "fileSize": 10})
@@ -429,6 +432,15 @@ def test_azure_sas_lives_long_enough_for_the_declared_size(client: FlaskClient) 
     assert 290 <= lifetime(small) <= 301  # UPLOAD_URL_EXPIRES_SECONDS
     assert 355 <= lifetime(large) <= 361  # 90 MiB at 256 KiB/s
     assert "sp=cw" in large.get_json()["sasUrl"]
+    # The presign record expires with the SAS (a sweep forgets a swept key only once its URL is dead).
+    assert recorder(app).flush()
+    with db.cursor() as cur:
+        cur.execute(
+            "SELECT expires_at FROM pending_uploads WHERE object_key = %s", (large.get_json()["objectKey"],)
+        )
+        (recorded,) = cur.fetchone()  # type: ignore[misc]
+    sas_expiry = datetime.fromisoformat(large.get_json()["expiresAt"].replace("Z", "+00:00"))
+    assert abs((recorded - sas_expiry).total_seconds()) < 1
 
 
 @pytest.mark.parametrize(

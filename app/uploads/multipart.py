@@ -10,6 +10,7 @@ the key, binds it to the caller, and checks every later step against it.
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..errors import BadRequest, NotFound, PayloadTooLarge
@@ -67,7 +68,7 @@ class MultipartService:
             if request.operation == "put_object":
                 upload = self._uploads.issue_upload(provider, user_id, wanted, expires)
                 return {"url": upload.upload.url, "key": upload.object_key, "headers": upload.upload.headers}
-            key = self._uploads.issue_key(provider, user_id, wanted, self._limit(), expires)
+            key = self._issue(provider, user_id, wanted, self._limit(), expires)
             headers = {"Content-Type": wanted.content_type}
             url = provider.presign_operation("POST", key, expires, query={"uploads": ""}, headers=headers)
             return {"url": url, "key": key, "headers": headers, "partSize": self.part_size(wanted.file_size)}
@@ -95,14 +96,14 @@ class MultipartService:
                 "key": upload.object_key,
             }
         limit = self._policy.limit_for(provider.max_single_upload_bytes)
-        key = self._uploads.issue_key(provider, user_id, wanted, limit, expires)
+        key = self._issue(provider, user_id, wanted, limit, expires)
         most = wanted.file_size if wanted.file_size is not None else limit
         url, fields = provider.presign_post(key, wanted.content_type, most, expires)
         return {"method": "POST", "url": url, "fields": fields, "headers": {}, "key": key}
 
     def create(self, provider: S3CompatibleProvider, user_id: str, wanted: PresignRequest) -> dict[str, Any]:
         """Start a multipart upload under a new key; return the key, its upload id and the part size."""
-        key = self._uploads.issue_key(provider, user_id, wanted, self._limit(), self._max_expires)
+        key = self._issue(provider, user_id, wanted, self._limit(), self._max_expires)
         upload_id = provider.create_multipart(key, wanted.content_type)
         return {"key": key, "uploadId": upload_id, "partSize": self.part_size(wanted.file_size)}
 
@@ -165,6 +166,13 @@ class MultipartService:
         """Abort the upload and drop its parts; aborting twice is fine."""
         self._uploads.check_owner(provider, user_id, key)
         provider.abort_multipart(key, upload_id)
+
+    def _issue(
+        self, provider: S3CompatibleProvider, user_id: str, wanted: PresignRequest, limit: int, expires: int
+    ) -> str:
+        key = self._uploads.issue_key(provider, user_id, wanted, limit)
+        self._uploads.remember(provider, user_id, wanted, key, datetime.now(UTC) + timedelta(seconds=expires))
+        return key
 
     def _parts(self, provider: S3CompatibleProvider, key: str, upload_id: str) -> list[UploadedPart]:
         result: list[UploadedPart] = self._translate(lambda: provider.list_parts(key, upload_id), upload_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from ..config import PROVIDERS
 from ..db import release_db
@@ -73,23 +73,25 @@ class UploadService:
                 signer = self._signer
         return signer
 
-    def issue_key(
-        self, provider: StorageProvider, user_id: str, wanted: PresignRequest, limit: int, expires_in: int
-    ) -> str:
-        """Check what is wanted against the policy, pick a key bound to ``user_id``, and queue its record.
+    def issue_key(self, provider: StorageProvider, user_id: str, wanted: PresignRequest, limit: int) -> str:
+        """Check what is wanted against the policy and pick a key bound to ``user_id``.
 
         ``limit`` is the most the provider takes through the way this key will
         be uploaded (one PUT, or parts).
         """
         self._policy.check_presign(wanted.content_type, wanted.file_size, limit)
-        key = self.key_signer().issue(
+        return self.key_signer().issue(
             provider.name,
             user_id,
             wanted.file_name,
             normalize_media_type(wanted.content_type),
             wanted.file_size,
         )
-        now = datetime.now(UTC)
+
+    def remember(
+        self, provider: StorageProvider, user_id: str, wanted: PresignRequest, key: str, expires_at: datetime
+    ) -> None:
+        """Queue the record of an issued key (written behind the answer; swept if never saved)."""
         self._recorder.record(
             PendingUpload(
                 object_key=key,
@@ -98,19 +100,20 @@ class UploadService:
                 file_name=wanted.file_name,
                 content_type=wanted.content_type,
                 declared_size=wanted.file_size,
-                created_at=now,
-                expires_at=now + timedelta(seconds=expires_in),
+                created_at=datetime.now(UTC),
+                expires_at=expires_at,
                 saved_at=None,
             )
         )
-        return key
 
     def issue_upload(
         self, provider: StorageProvider, user_id: str, wanted: PresignRequest, expires_in: int
     ) -> IssuedUpload:
         """Pick a key bound to ``user_id``, sign its upload, and queue the presign record."""
-        key = self.issue_key(provider, user_id, wanted, provider.max_single_upload_bytes, expires_in)
+        key = self.issue_key(provider, user_id, wanted, provider.max_single_upload_bytes)
         upload = provider.presign_upload(key, wanted.content_type, wanted.file_size, expires_in)
+        # The URL's own expiry: an Azure SAS for a large file outlives expires_in.
+        self.remember(provider, user_id, wanted, key, upload.expires_at)
         return IssuedUpload(provider.name, key, upload, provider.object_url(key))
 
     def check_owner(self, provider: StorageProvider, user_id: str, key: str, field: str = "key") -> None:
