@@ -69,6 +69,11 @@ def test_dev_stack_serves_the_upload_flow_and_stops_everything_on_sigterm(tmp_pa
             timeout=10,
         )
         assert preflight.headers.get("Access-Control-Allow-Origin") in ("*", "http://localhost:5173")
+        # The upload page and the Uppy bundle npm installed.
+        page = requests.get(f"{base}/", timeout=10)
+        assert page.status_code == 200
+        assert "Upload files" in page.text
+        assert requests.get(f"{base}/assets/uppy/uppy.min.mjs", timeout=10).status_code == 200
     finally:
         children = [
             int((tmp_path / d / f"{n}.pid").read_text())
