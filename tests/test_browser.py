@@ -183,3 +183,68 @@ def test_upload_page_takes_a_pasted_token_and_keeps_it_in_the_tab_only(served_wi
         other.goto(served_with_tokens)
         expect(other.locator("#files-status")).to_contain_text("missing bearer token")
         browser.close()
+
+
+# A page of Uppy's own, configured as Uppy 6's docs show for a Companion server,
+# served from the service itself: its origin, and (for Chromium's local network
+# access rules) a real loopback document.
+COMPANION_PAGE = """<!doctype html><html lang="en"><body><div id="dashboard"></div>
+<script type="module">
+import { AwsS3, Dashboard, Uppy } from '/assets/uppy/uppy.min.mjs'
+const uppy = new Uppy()
+uppy.use(Dashboard, { target: '#dashboard', inline: true })
+const provider = new URLSearchParams(location.search).get('provider')
+const multipart = (file) => file.size > 5 * 1024 * 1024
+uppy.use(AwsS3, { companionEndpoint: `${location.origin}/${provider}`, shouldUseMultipart: multipart })
+window.uppy = uppy
+</script></body></html>"""
+
+UPLOAD_WITH_UPPY = """async ({ name, type, size }) => {
+  const data = new Uint8Array(size)
+  for (let i = 0; i < size; i++) data[i] = i % 251
+  window.uppy.addFile({ name, type, data: new Blob([data], { type }) })
+  const result = await window.uppy.upload()
+  const done = result.successful.map((file) => file.response.body.key)
+  const failed = result.failed.map((file) => String(file.error))
+  window.uppy.clear()
+  return { done, failed }
+}"""
+
+
+@pytest.fixture
+def served_with_companion_page(make_app: Callable[..., Flask]) -> Iterator[str]:
+    """The service, plus a test-only page using Uppy's Companion mode."""
+    app = make_app()
+    app.add_url_rule("/companion.html", "companion_page", lambda: COMPANION_PAGE)
+    yield from serve(app)
+
+
+def pattern(size: int) -> bytes:
+    return bytes(i % 251 for i in range(size))
+
+
+@pytest.mark.parametrize(("provider", "sizes"), [("s3", (1000, 12 * MiB)), ("r2", (12 * MiB,))])
+def test_uppy_6_companion_mode_uploads_through_the_companion_style_routes(
+    served_with_companion_page: str, provider: str, sizes: tuple[int, ...]
+) -> None:
+    import requests
+    from playwright.sync_api import sync_playwright
+
+    served = served_with_companion_page
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(f"{served}/companion.html?provider={provider}")
+        page.wait_for_function("window.uppy !== undefined")
+        for size in sizes:
+            # S3's small file goes as a POST form (/s3/params); large ones in parts (/s3/multipart...).
+            outcome = page.evaluate(
+                UPLOAD_WITH_UPPY, {"name": f"c{size}.bin", "type": "application/octet-stream", "size": size}
+            )
+            assert outcome["failed"] == [], outcome
+            [key] = outcome["done"]
+            saved = requests.post(f"{served}/{provider}/save-metadata", json={"objectKey": key}, timeout=30)
+            assert saved.status_code == 201, saved.json()
+            assert saved.json()["file"]["size"] == size
+            assert requests.get(saved.json()["file"]["downloadUrl"], timeout=60).content == pattern(size)
+        browser.close()
