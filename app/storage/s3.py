@@ -6,7 +6,7 @@ import logging
 import random
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -206,11 +206,8 @@ class S3CompatibleProvider(StorageProvider):
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
         """Abort the upload and drop its parts; one already gone is fine."""
-        try:
-            with self._translate_errors("AbortMultipartUpload"):
-                self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
-        except NoSuchUpload:
-            pass
+        with suppress(NoSuchUpload), self._translate_errors("AbortMultipartUpload"):
+            self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
 
     def list_multipart_uploads(self) -> Iterator[MultipartUpload]:
         """Yield the bucket's unfinished multipart uploads."""

@@ -108,18 +108,23 @@ class FileService:
             return FilePage(rows, None)
         return FilePage(rows[:limit], encode_cursor(rows[limit - 1].id))
 
-    def get_file(self, provider: StorageProvider, user_id: str, raw_id: str) -> StoredFile:
-        """Return the user's file, or 404."""
+    def _find(
+        self, provider: StorageProvider, user_id: str, raw_id: str
+    ) -> tuple[int | None, StoredFile | None]:
         file_id = parse_file_id(raw_id)
         row = self._repo.get_file(provider.name, user_id, file_id) if file_id is not None else None
+        return file_id, row
+
+    def get_file(self, provider: StorageProvider, user_id: str, raw_id: str) -> StoredFile:
+        """Return the user's file, or 404."""
+        _, row = self._find(provider, user_id, raw_id)
         if row is None:
             raise NotFound(f"no file {raw_id} among your {provider.name} files")
         return row
 
     def delete_file(self, provider: StorageProvider, user_id: str, raw_id: str) -> None:
         """Delete the object, then the row; deleting a file already deleted is fine."""
-        file_id = parse_file_id(raw_id)
-        row = self._repo.get_file(provider.name, user_id, file_id) if file_id is not None else None
+        file_id, row = self._find(provider, user_id, raw_id)
         if row is None:
             if file_id is not None and self._repo.was_deleted(provider.name, user_id, file_id):
                 return

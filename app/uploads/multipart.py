@@ -10,8 +10,9 @@ the key, binds it to the caller, and checks every later step against it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import BadRequest, NotFound, PayloadTooLarge
 from ..storage import StorageProvider
@@ -20,6 +21,8 @@ from ..storage.s3 import S3CompatibleProvider
 from .policy import UploadPolicy
 from .schemas import PresignRequest, SignRequest
 from .service import UploadService
+
+T = TypeVar("T")
 
 MiB = 1024**2
 MIN_PART_BYTES = 5 * MiB
@@ -175,11 +178,10 @@ class MultipartService:
         return key
 
     def _parts(self, provider: S3CompatibleProvider, key: str, upload_id: str) -> list[UploadedPart]:
-        result: list[UploadedPart] = self._translate(lambda: provider.list_parts(key, upload_id), upload_id)
-        return result
+        return self._translate(lambda: provider.list_parts(key, upload_id), upload_id)
 
     @staticmethod
-    def _translate(call: Any, upload_id: str) -> Any:
+    def _translate(call: Callable[[], T], upload_id: str) -> T:
         try:
             return call()
         except NoSuchUpload:
