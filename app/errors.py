@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, current_app, jsonify
+from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,8 @@ def _handle_http_exception(error: HTTPException) -> Response | Any:
         return error.response
     message = error.description or error.name
     if isinstance(error, RequestEntityTooLarge):
-        limit = current_app.config.get("MAX_CONTENT_LENGTH")
+        # The request's own limit: a route may allow more than the app's default.
+        limit = request.max_content_length
         message = f"request body is over the {limit} byte limit"
     response = error_response(message, error.code or 500)
     # Keep headers werkzeug computed, such as Allow on a 405.

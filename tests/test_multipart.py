@@ -459,3 +459,26 @@ def test_sign_route_refuses_lone_surrogates_before_signing(
     response = client.post("/s3/s3/sign", data=json.dumps(body), content_type="application/json")
     assert response.status_code == 400
     assert response.get_json() == {"success": False, "error": message}
+
+
+def test_batch_signs_at_most_100_parts_at_once(client: FlaskClient) -> None:
+    numbers = ",".join(str(n) for n in range(1, 102))
+    response = client.get("/s3/s3/multipart/u1/batch", query_string={"key": "k", "partNumbers": numbers})
+    assert response.status_code == 400
+    assert response.get_json() == {"success": False, "error": "partNumbers names at most 100 parts at once"}
+
+
+def test_complete_refuses_more_parts_than_s3_allows(client: FlaskClient) -> None:
+    parts = [{"PartNumber": n, "ETag": "e"} for n in range(1, 10_002)]
+    response = client.post("/s3/s3/multipart/u1/complete", query_string={"key": "k"}, json={"parts": parts})
+    assert response.status_code == 400
+    assert response.get_json() == {"success": False, "error": "parts lists at most 10000 parts"}
+
+
+def test_complete_takes_a_body_up_to_1_mib_and_names_the_limit_beyond(client: FlaskClient) -> None:
+    response = client.post(
+        "/s3/s3/multipart/u1/complete", query_string={"key": "k"}, data=b"x" * (1024**2 + 1),
+        content_type="application/json",
+    )  # fmt: skip
+    assert response.status_code == 413
+    assert response.get_json() == {"success": False, "error": "request body is over the 1048576 byte limit"}
