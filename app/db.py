@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import threading
 from collections.abc import Callable
 from typing import TypeVar
@@ -45,6 +46,12 @@ class Database:
     newest first, so a quiet period lets the oldest go stale rather than all.
     psycopg2's own pools close every returned connection above ``minconn``
     and open ``minconn`` eagerly, which is why this one is ours.
+
+    A server that restarts or crashes closes every connection at once, so an
+    idle connection is checked before it is lent (``_looks_alive``: a poll of
+    its socket, no round trip), and once one connection turns out broken the
+    idle ones are dropped: the next borrow opens a fresh connection instead of
+    finding the same death one request at a time.
     """
 
     def __init__(
@@ -119,10 +126,16 @@ class Database:
         slots = self._slots
         if not slots.acquire(timeout=self._pool_timeout):
             raise DatabaseUnavailable("database busy: no free connection, try again shortly")
-        with self._lock:
-            conn = self._idle.pop() if self._idle else None
-        if conn is not None:
-            return conn
+        while True:
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                break
+            if _looks_alive(conn):
+                return conn
+            # The server closed it while it sat idle (a restart, a pooler's idle timeout).
+            with contextlib.suppress(psycopg2.Error):
+                conn.close()
         try:
             return self._connect()
         except psycopg2.Error as exc:
@@ -146,6 +159,9 @@ class Database:
         if broken:
             with contextlib.suppress(psycopg2.Error):
                 conn.close()
+            # Whatever broke this one (a restart, a failover) most likely broke
+            # the idle ones too: drop them rather than lend them one by one.
+            self.close()
         else:
             with self._lock:
                 self._idle.append(conn)
@@ -158,6 +174,23 @@ class Database:
         for conn in idle:
             with contextlib.suppress(psycopg2.Error):
                 conn.close()
+
+
+def _looks_alive(conn: Connection) -> bool:
+    """Whether an idle connection is still open, as far as a look at its socket tells.
+
+    An idle connection in autocommit mode has nothing to read: a readable
+    socket means the server closed it or sent its last words (a FATAL notice
+    of shutdown). Costs one poll() system call, no round trip.
+    """
+    if conn.closed != 0:
+        return False
+    try:
+        poller = select.poll()
+        poller.register(conn.fileno(), select.POLLIN | select.POLLPRI)
+        return not poller.poll(0)
+    except (OSError, ValueError, psycopg2.Error):
+        return False
 
 
 def get_database(app: Flask | None = None) -> Database:
@@ -209,8 +242,13 @@ def _run_with_retry(
             raise ServiceUnavailable(
                 "database schema is not up to date; the operator must apply migrations"
             ) from None
-        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+        except psycopg2.Error as exc:
             alive = conn.closed == 0
+            if alive and not isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)):
+                raise  # the statement's own fault (a constraint, bad data): the caller's to handle
+            # A connection that died mid-statement can surface as any psycopg2
+            # error (DatabaseError "server closed the connection unexpectedly"
+            # after an immediate shutdown): closed means broken, whatever the type.
             give_back(conn, not alive)
             if alive or attempt == 2:
                 log.warning("database error: %s", type(exc).__name__)
