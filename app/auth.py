@@ -1,9 +1,12 @@
 """Who is calling: a verified bearer JWT, or the guides' fixed user in development mode.
 
-HS256 tokens are checked with ``AUTH_JWT_SECRET``; RS256 and ES256 tokens
-with keys from ``AUTH_JWKS_URL`` (Neon Auth, Auth0, Clerk and Supabase all
-publish one). The algorithm a token names must be one this configuration
-expects, which is what stops ``alg: none`` and HS256-for-RS256 confusion.
+HS256 tokens are checked with ``AUTH_JWT_SECRET``; asymmetric tokens (RS256,
+ES256, EdDSA, ...) with keys from ``AUTH_JWKS_URL`` (Neon Auth, Auth0, Clerk
+and Supabase all publish one). The algorithm a token names must be one this
+configuration expects, which is what stops ``alg: none`` and HS256-for-RS256
+confusion; and a JWKS key verifies only tokens of its own algorithm (the
+key's ``alg``, else what its type and curve imply), so ES256 against an RSA
+key is a refusal, not a crash inside the JWT library.
 """
 
 from __future__ import annotations
@@ -49,26 +52,29 @@ class JwksCache:
         self._timeout = timeout
         self._min_refresh = min_refresh_seconds
         self._lock = threading.Lock()
-        self._keys: dict[str | None, Any] | None = None
+        self._keys: dict[str | None, jwt.PyJWK] | None = None
         self._fetched_at = float("-inf")
         self.fetch_count = 0
 
-    def _fetch(self) -> dict[str | None, Any]:
+    def _fetch(self) -> dict[str | None, jwt.PyJWK]:
         self.fetch_count += 1
         req = urllib.request.Request(self._url, headers={"Accept": "application/json"})  # noqa: S310 - https URL from config
         with urllib.request.urlopen(req, timeout=self._timeout) as response:  # noqa: S310
             document = json.loads(response.read(1024 * 1024))
-        keys: dict[str | None, Any] = {}
-        for entry in document.get("keys", []):
-            if entry.get("use", "sig") != "sig":
+        keys: dict[str | None, jwt.PyJWK] = {}
+        for entry in document.get("keys", []) if isinstance(document, dict) else ():
+            if not isinstance(entry, dict) or entry.get("use", "sig") != "sig":
                 continue
             try:
-                keys[entry.get("kid")] = jwt.PyJWK(entry).key
-            except jwt.PyJWKError:
+                key = jwt.PyJWK(entry)
+            except jwt.PyJWTError:
                 continue  # a key type we cannot use; others may still do
+            # A published symmetric key would let anyone who reads the JWKS sign.
+            if key.algorithm_name in JWKS_ALGORITHMS:
+                keys[entry.get("kid")] = key
         return keys
 
-    def key_for(self, kid: str | None) -> Any:
+    def key_for(self, kid: str | None) -> jwt.PyJWK:
         """Return the key ``kid`` names (or the only key, when the token names none)."""
         keys = self._keys
         if keys is None or kid not in keys:
@@ -79,7 +85,7 @@ class JwksCache:
             raise Unauthorized("token signing key is unknown")
         return keys[kid]
 
-    def _refresh_if_allowed(self, kid: str | None) -> dict[str | None, Any]:
+    def _refresh_if_allowed(self, kid: str | None) -> dict[str | None, jwt.PyJWK]:
         with self._lock:
             keys = self._keys
             if keys is not None and kid in keys:
@@ -100,6 +106,11 @@ class JwksCache:
                 return keys
             return self._keys
 
+
+# Signature algorithms a JWKS key may carry (RFC 7518, RFC 8037); never HS*, never none.
+JWKS_ALGORITHMS = frozenset(
+    ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
+)
 
 # PyJWT's exceptions -> what the client is told (never the token itself).
 _TOKEN_ERRORS: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
@@ -169,7 +180,8 @@ class Authenticator:
             algorithms["HS256"] = settings.jwt_secret
         self._jwks = JwksCache(settings.jwks_url) if settings.jwks_url else None
         if self._jwks:
-            algorithms["RS256"] = algorithms["ES256"] = None
+            # The key decides which of these a token may use (see _verify).
+            algorithms.update(dict.fromkeys(JWKS_ALGORITHMS))
         self._algorithms = algorithms
         self._verified = VerifiedTokens()
 
@@ -195,7 +207,12 @@ class Authenticator:
         if key is None:
             assert self._jwks is not None
             kid = header.get("kid")
-            key = self._jwks.key_for(kid if isinstance(kid, str) else None)
+            jwk = self._jwks.key_for(kid if isinstance(kid, str) else None)
+            if jwk.algorithm_name != alg:
+                # Checked before PyJWT sees the key: an RSA key handed to the
+                # ES256 verifier raises TypeError there, not a JWT error.
+                raise Unauthorized(f"token algorithm {alg} does not match its signing key")
+            key = jwk.key
         settings = self.settings
         try:
             claims = jwt.decode(

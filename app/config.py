@@ -21,6 +21,9 @@ N = TypeVar("N", int, float)
 
 PROVIDERS: tuple[str, ...] = ("s3", "r2", "b2", "azure")
 
+# The only APP_ENV values under which AUTH_MODE=dev (trust any caller) is accepted.
+DEV_AUTH_APP_ENVS = ("development", "test")
+
 # SigV4 presigned URLs cannot live longer than seven days.
 MAX_URL_EXPIRY_SECONDS = 7 * 24 * 3600
 
@@ -369,16 +372,26 @@ def _auth_settings(r: _Reader) -> AuthSettings:
         mode = "jwt"
     if not mode:
         mode = "jwt" if secret or r.get("AUTH_JWKS_URL") else ""
+    asked_for_dev = mode == "dev"
     if not mode:
         r.problems.append(
             "AUTH_MODE: no authentication configured: set AUTH_JWT_SECRET or AUTH_JWKS_URL, "
             "or AUTH_MODE=dev for a local run"
         )
         mode = "dev"
-    if mode == "dev" and (r.get("APP_ENV") or "").lower() == "production":
-        r.problems.append("AUTH_MODE: dev mode trusts any caller and is refused when APP_ENV=production")
+    app_env = (r.get("APP_ENV") or "").lower()
+    if asked_for_dev and app_env not in DEV_AUTH_APP_ENVS:
+        # Dev mode trusts any X-User-Id: it must be asked for on a development
+        # machine, never be the result of a missing or misspelled APP_ENV.
+        shown = f"APP_ENV={app_env!r}" if app_env else "APP_ENV is not set"
+        r.problems.append(
+            "AUTH_MODE: dev mode trusts any caller and is accepted only with APP_ENV=development "
+            f"or APP_ENV=test ({shown}); configure AUTH_JWT_SECRET or AUTH_JWKS_URL instead"
+        )
     if mode == "jwt" and not secret and not r.get("AUTH_JWKS_URL"):
-        r.problems.append("AUTH_MODE: jwt needs AUTH_JWT_SECRET (HS256) or AUTH_JWKS_URL (RS256/ES256)")
+        r.problems.append(
+            "AUTH_MODE: jwt needs AUTH_JWT_SECRET (HS256) or AUTH_JWKS_URL (RS256, ES256, EdDSA, ...)"
+        )
     if secret is not None and len(secret.encode("utf-8")) < 32:
         # RFC 7518: an HS256 key must be at least as long as the hash (32 bytes).
         r.problems.append("AUTH_JWT_SECRET: must be at least 32 bytes long")

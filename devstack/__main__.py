@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     if not any(os.environ.get(v) for v in ("AUTH_MODE", "AUTH_JWT_SECRET", "AUTH_JWKS_URL")):
         # The guides' behaviour for local runs: every caller is user_123.
         os.environ["AUTH_MODE"] = "dev"
+    # A development machine says so: the only place dev authentication is accepted.
+    os.environ.setdefault("APP_ENV", "development")
     stack = LocalStack(args.data_dir)
     print("starting local services (first start takes a few seconds)...", flush=True)
     os.environ.update(stack.start(dict(os.environ)))

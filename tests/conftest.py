@@ -112,6 +112,7 @@ def app_env(stack: tuple[LocalStack, dict[str, str]], database_url: str) -> dict
         **stack[1],
         "DATABASE_URL": database_url,
         "AUTH_MODE": "dev",
+        "APP_ENV": "test",
         "RATE_LIMIT_PRESIGN": "100000/minute",
         "RATE_LIMIT_SAVE": "100000/minute",
         "RATE_LIMIT_FILES": "100000/minute",

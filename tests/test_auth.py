@@ -8,15 +8,27 @@ import hmac
 import json
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
 from app.auth import VerifiedTokens
 from app.config import ConfigError, load_settings
-from tests.tokens import AUDIENCE, HS_SECRET, ISSUER, JwksServer, KeyPair, bearer, hs256, unsigned
+from tests.tokens import (
+    AUDIENCE,
+    HS_SECRET,
+    ISSUER,
+    JwksServer,
+    KeyPair,
+    bearer,
+    claims,
+    hs256,
+    unsigned,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -209,6 +221,77 @@ def test_unknown_kid_refetches_the_jwks_at_most_once_a_minute(jwks_app: Flask, j
     assert jwks.fetches == 2
 
 
+@pytest.mark.parametrize(
+    ("published", "signer", "alg", "kid"),
+    [
+        ("rsa", "ec", "ES256", "rsa-1"),  # ES256 naming the RSA key
+        ("rsa", "ec", "ES256", None),  # the only key, no kid
+        ("ec", "rsa", "RS256", "ec-1"),  # RS256 naming the EC key
+        ("ec", "rsa", "RS256", None),
+    ],
+)
+def test_a_token_whose_algorithm_is_not_its_keys_is_a_401_and_is_counted(
+    make_app: Callable[..., Flask],
+    rsa_key: KeyPair,
+    ec_key: KeyPair,
+    published: str,
+    signer: str,
+    alg: str,
+    kid: str | None,
+) -> None:
+    keys = {"rsa": rsa_key, "ec": ec_key}
+    server = JwksServer()
+    server.keys = [keys[published].jwk]
+    headers = {"kid": kid} if kid else {}
+    token = jwt.encode(claims("mallory"), keys[signer].private, algorithm=alg, headers=headers)
+    with server.running():
+        app = make_app(AUTH_MODE=None, AUTH_JWKS_URL=server.url, RATE_LIMIT_PRESIGN="2/minute")
+        client = app.test_client()
+        for _ in range(2):
+            refused(
+                client.post("/s3/presign-upload", json=GOOD, headers=bearer(token)),
+                f"token algorithm {alg} does not match its signing key",
+            )
+        # Counted by address like any other bad token.
+        assert client.post("/s3/presign-upload", json=GOOD, headers=bearer(token)).status_code == 429
+
+
+def test_a_jwks_key_without_alg_takes_the_algorithm_its_type_implies(
+    make_app: Callable[..., Flask], ec_key: KeyPair
+) -> None:
+    server = JwksServer()
+    server.keys = [{k: v for k, v in ec_key.jwk.items() if k != "alg"}]
+    with server.running():
+        client = make_app(AUTH_MODE=None, AUTH_JWKS_URL=server.url).test_client()
+        good = jwt.encode(claims("erin"), ec_key.private, algorithm="ES256", headers={"kid": ec_key.kid})
+        assert client.post("/s3/presign-upload", json=GOOD, headers=bearer(good)).status_code == 200
+        # PyJWT will not sign ES384 with a P-256 key; the header alone is what is checked first.
+        _head, payload, signature = good.split(".")
+        forged_head = base64.urlsafe_b64encode(
+            json.dumps({"alg": "ES384", "kid": ec_key.kid, "typ": "JWT"}).encode()
+        ).rstrip(b"=")
+        other = f"{forged_head.decode()}.{payload}.{signature}"
+        refused(
+            client.post("/s3/presign-upload", json=GOOD, headers=bearer(other)),
+            "token algorithm ES384 does not match its signing key",
+        )
+
+
+def test_a_symmetric_key_published_in_the_jwks_is_never_used(make_app: Callable[..., Flask]) -> None:
+    server = JwksServer()
+    secret = b"k" * 32
+    server.keys = [
+        {"kty": "oct", "kid": "shared", "k": base64.urlsafe_b64encode(secret).rstrip(b"=").decode()}
+    ]
+    token = hmac_token({"alg": "HS256", "kid": "shared"}, claims("mallory"), secret)
+    with server.running():
+        client = make_app(AUTH_MODE=None, AUTH_JWKS_URL=server.url).test_client()
+        refused(
+            client.post("/s3/presign-upload", json=GOOD, headers=bearer(token)),
+            "token algorithm HS256 is not accepted",
+        )
+
+
 def test_jwks_unreachable_at_first_use_is_503(jwks_app: Flask, jwks: JwksServer, rsa_key: KeyPair) -> None:
     jwks.fail = True
     response = jwks_app.test_client().post("/s3/presign-upload", json=GOOD, headers=bearer(rsa_key.sign()))
@@ -229,11 +312,23 @@ DB = {"DATABASE_URL": "postgresql://localhost/x"}
         ),
         (
             {"AUTH_MODE": "dev", "APP_ENV": "production"},
-            "AUTH_MODE: dev mode trusts any caller and is refused when APP_ENV=production",
+            "AUTH_MODE: dev mode trusts any caller and is accepted only with APP_ENV=development "
+            "or APP_ENV=test (APP_ENV='production'); configure AUTH_JWT_SECRET or AUTH_JWKS_URL instead",
+        ),
+        (
+            # What an image started without APP_ENV would have done: trust any X-User-Id.
+            {"AUTH_MODE": "dev"},
+            "AUTH_MODE: dev mode trusts any caller and is accepted only with APP_ENV=development "
+            "or APP_ENV=test (APP_ENV is not set); configure AUTH_JWT_SECRET or AUTH_JWKS_URL instead",
+        ),
+        (
+            {"AUTH_MODE": "dev", "APP_ENV": "prod"},
+            "AUTH_MODE: dev mode trusts any caller and is accepted only with APP_ENV=development "
+            "or APP_ENV=test (APP_ENV='prod'); configure AUTH_JWT_SECRET or AUTH_JWKS_URL instead",
         ),
         (
             {"AUTH_MODE": "jwt"},
-            "AUTH_MODE: jwt needs AUTH_JWT_SECRET (HS256) or AUTH_JWKS_URL (RS256/ES256)",
+            "AUTH_MODE: jwt needs AUTH_JWT_SECRET (HS256) or AUTH_JWKS_URL (RS256, ES256, EdDSA, ...)",
         ),
         ({"AUTH_JWT_SECRET": "short"}, "AUTH_JWT_SECRET: must be at least 32 bytes long"),
         ({"AUTH_MODE": "magic"}, "AUTH_MODE: must be dev or jwt, got 'magic'"),
@@ -243,6 +338,19 @@ def test_start_up_refuses_unsafe_authentication_settings(env: dict[str, str], pr
     with pytest.raises(ConfigError) as caught:
         load_settings({**DB, **env})
     assert problem in caught.value.problems
+
+
+@pytest.mark.parametrize("app_env", ["development", "test", "Development"])
+def test_dev_mode_is_accepted_on_a_development_or_test_machine(app_env: str) -> None:
+    assert load_settings({**DB, "AUTH_MODE": "dev", "APP_ENV": app_env}).auth.mode == "dev"
+
+
+def test_the_image_says_it_is_production() -> None:
+    dockerfile = (Path(__file__).parent.parent / "Dockerfile").read_text()
+    assert "APP_ENV=production" in dockerfile
+    # The compose file's local environment asks for dev mode explicitly.
+    local_env = (Path(__file__).parent.parent / "deploy/compose/local.env").read_text().splitlines()
+    assert "APP_ENV=development" in local_env and "AUTH_MODE=dev" in local_env
 
 
 def test_secret_or_jwks_alone_selects_jwt_mode() -> None:

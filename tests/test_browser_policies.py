@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -89,7 +90,9 @@ def test_no_cors_headers_unless_configured(make_app: Callable[..., Flask]) -> No
 )
 def test_start_up_refuses_bad_browser_and_limit_settings(env: dict[str, str], problem: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        load_settings({"DATABASE_URL": "postgresql://localhost/x", "AUTH_MODE": "dev", **env})
+        load_settings(
+            {"DATABASE_URL": "postgresql://localhost/x", "AUTH_MODE": "dev", "APP_ENV": "test", **env}
+        )
     assert caught.value.problems == [problem]
 
 
@@ -149,11 +152,30 @@ def test_starting_an_upload_in_parts_counts_as_a_presign_and_its_steps_as_parts(
     assert limited.get_json()["error"].startswith("rate limit exceeded (2 per 1 minute), try again in ")
 
 
-def test_requests_without_a_valid_token_are_limited_by_address(make_app: Callable[..., Flask]) -> None:
-    app = make_app(AUTH_MODE=None, AUTH_JWT_SECRET=HS_SECRET, RATE_LIMIT_PRESIGN="2/minute")
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/s3/presign-upload", GOOD),
+        ("POST", "/presign-upload", GOOD),
+        ("POST", "/s3/save-metadata", {"objectKey": "x"}),
+        ("GET", "/s3/files", None),
+        ("DELETE", "/s3/files/1", None),
+        ("POST", "/s3/s3/sign", {"method": "PUT", "key": "a.txt", "contentType": "text/plain"}),
+        ("POST", "/s3/s3/sign", {"method": "PUT", "key": "k", "uploadId": "u", "partNumber": 1}),
+        ("POST", "/s3/s3/sign", None),
+        ("GET", "/s3/s3/params?filename=a.txt&type=text/plain", None),
+        ("POST", "/s3/s3/multipart", {"filename": "a.txt", "type": "text/plain"}),
+        ("GET", "/s3/s3/multipart/u/1?key=k", None),
+    ],
+)
+def test_requests_without_a_valid_token_are_limited_by_address_on_every_route(
+    make_app: Callable[..., Flask], method: str, path: str, body: dict[str, Any] | None
+) -> None:
+    limits = {f"RATE_LIMIT_{scope}": "2/minute" for scope in ("PRESIGN", "SAVE", "FILES", "PARTS")}
+    app = make_app(AUTH_MODE=None, AUTH_JWT_SECRET=HS_SECRET, **limits)
     client = app.test_client()
     statuses = [
-        client.post("/s3/presign-upload", json=GOOD, headers=bearer("junk")).status_code for _ in range(3)
+        client.open(path, method=method, json=body, headers=bearer("junk")).status_code for _ in range(3)
     ]
     assert statuses == [401, 401, 429]
 

@@ -9,6 +9,7 @@ from app.config import AzureSettings, ConfigError, S3CompatibleSettings, load_se
 DB = {
     "DATABASE_URL": "postgresql://u:secret-pw@ep-x.neon.tech/db?sslmode=require&channel_binding=require",
     "AUTH_MODE": "dev",
+    "APP_ENV": "test",
 }
 S3 = {
     "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE",
@@ -125,7 +126,7 @@ def test_config_blank_values_count_as_missing() -> None:
 
 
 def test_config_missing_database_url_stops_start_up() -> None:
-    assert problems_of({"AUTH_MODE": "dev"}) == [
+    assert problems_of({"AUTH_MODE": "dev", "APP_ENV": "development"}) == [
         "DATABASE_URL: required (a PostgreSQL URL such as postgresql://user:pass@host/db)"
     ]
 

@@ -104,6 +104,7 @@ def test_azure_sas_is_https_only_on_a_real_account() -> None:
     env = {
         "DATABASE_URL": "postgresql://localhost/x",
         "AUTH_MODE": "dev",
+        "APP_ENV": "test",
         "AZURE_STORAGE_CONNECTION_STRING": "AccountName=acct;AccountKey=a2V5LWtleQ==",
         "AZURE_STORAGE_CONTAINER_NAME": "uploads",
     }

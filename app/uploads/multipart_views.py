@@ -14,6 +14,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from ..auth import current_user_id
+from ..errors import BadRequest
 from ..ratelimit import check_rate, rate_limited
 from ..storage import get_provider
 from ..storage.s3 import S3CompatibleProvider
@@ -51,10 +52,19 @@ def _key() -> str:
 @multipart_bp.post("/sign")
 def sign(provider: str) -> tuple[Response, int]:
     """Sign one S3 request of an upload: ``{method, key, uploadId?, partNumber?, contentType?, ...}``."""
+    # Counted before anything else, as on every route: a caller with a bad
+    # token or a bad body is limited (by address) like everyone else. The
+    # scope depends on the body: the first request of an upload is a presign.
+    try:
+        body = json_object()
+    except BadRequest:
+        check_rate("presign")
+        current_user_id()  # a bad token is told before a bad body, as on every route
+        raise
+    check_rate("parts" if body.get("uploadId") is not None else "presign")
     user_id = current_user_id()
     storage = _provider(provider)
-    wanted = parse_sign(json_object(), storage.bucket)
-    check_rate("presign" if wanted.wanted is not None else "parts")
+    wanted = parse_sign(body, storage.bucket)
     return jsonify(_multipart().sign(storage, user_id, wanted)), 200
 
 
