@@ -388,8 +388,10 @@ class FileRepository:
 # of the user a transaction names, so a sweep would silently find nothing.
 SELECT_ROW_SECURITY_ACTIVE = "SELECT row_security_active('pending_uploads')"
 
-# Claim a batch of abandoned uploads: presigned before the cut-off, never
-# saved, no row in any files table. SKIP LOCKED hands racing sweepers
+# Claim a batch of abandoned uploads: presigned before the cut-off, whose
+# upload URL has expired (an Azure SAS for a large file lives for days: a key
+# whose URL still works is never swept, or a later PUT would land an object
+# nobody looks at), never saved, no row in any files table. SKIP LOCKED hands racing sweepers
 # disjoint batches; the claim commits before any object is deleted, and a
 # save that comes later is refused (_INSERT_FILE). A claim whose sweeper died
 # before marking it swept is taken again once it is stale.
@@ -401,6 +403,7 @@ SWEEP_CLAIM = """
         FROM pending_uploads AS c
         WHERE c.saved_at IS NULL
           AND c.created_at < now() - make_interval(secs => %(older_than)s)
+          AND c.expires_at < now()
           AND c.provider = ANY(%(providers)s)
           AND (c.sweep_claimed_at IS NULL
                OR (c.swept_at IS NULL AND c.sweep_claimed_at < now() - make_interval(secs => %(stale)s)))
@@ -421,12 +424,22 @@ MARK_SWEPT = """
     WHERE object_key = ANY(%(keys)s) AND sweep_claimed_at IS NOT NULL
 """
 
-# Swept records are kept while their upload URL could still be used and a
-# while after (a save whose HEAD came just before the delete must still meet
-# the claim); then they are forgotten.
+# Swept records are kept a while after the sweep (a save whose HEAD came just
+# before the delete must still meet the claim, and a PUT that started before
+# its URL expired may still be landing); then their objects are deleted once
+# more (SELECT_FORGETTABLE) and the records forgotten (FORGET_SWEPT), so no
+# object outlives the record that says it was swept.
+SELECT_FORGETTABLE = """
+    SELECT object_key, provider FROM pending_uploads
+    WHERE swept_at < now() - make_interval(secs => %(keep)s) AND expires_at < now()
+      AND provider = ANY(%(providers)s) AND object_key > %(after)s
+    ORDER BY object_key
+    LIMIT %(limit)s
+"""
+
 FORGET_SWEPT = """
     DELETE FROM pending_uploads
-    WHERE swept_at < now() - make_interval(secs => %(keep)s) AND expires_at < now()
+    WHERE object_key = ANY(%(keys)s) AND swept_at IS NOT NULL AND saved_at IS NULL
 """
 
 # Reconcile: the bucket listing is copied, a page at a time, into a
@@ -560,10 +573,19 @@ class MaintenanceRepository:
         if keys:
             self._one(MARK_SWEPT, {"keys": list(keys)})
 
-    def forget_swept(self, keep_seconds: float) -> int:
-        """Delete swept records that can no longer matter; return how many."""
+    def forgettable(
+        self, providers: Sequence[str], keep_seconds: float, after: str, limit: int
+    ) -> list[tuple[str, str]]:
+        """Return (key, provider) of up to ``limit`` records swept over ``keep_seconds`` ago."""
+        params = {"providers": list(providers), "keep": keep_seconds, "after": after, "limit": limit}
+        return [(row[0], row[1]) for row in self._one(SELECT_FORGETTABLE, params)]
+
+    def forget_swept(self, keys: Sequence[str]) -> int:
+        """Delete these swept records; return how many went."""
+        if not keys:
+            return 0
         with self._conn, self._conn.cursor() as cur:
-            cur.execute(FORGET_SWEPT, {"keep": keep_seconds})
+            cur.execute(FORGET_SWEPT, {"keys": list(keys)})
             return int(cur.rowcount)
 
     def start_listing(self) -> None:

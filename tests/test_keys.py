@@ -29,6 +29,9 @@ from app.uploads.keys import MAX_NAME_BYTES, KeySigner, clean_file_name
         ("report.", "report"),
         ("notes . . ", "notes"),
         ("...", ""),
+        ("\u00a0name.txt\u00a0", "name.txt"),
+        ("\u3000\u200bname.txt\u2009\ufeff", "name.txt"),
+        ("name .\u00a0.", "name"),
     ],
 )
 def test_clean_file_name(raw: str, clean: str) -> None:
@@ -46,6 +49,15 @@ def test_clean_file_name_never_splits_a_character() -> None:
     cleaned = clean_file_name("😀" * 100)
     assert len(cleaned.encode("utf-8")) == MAX_NAME_BYTES
     cleaned.encode("utf-8").decode("utf-8")
+
+
+@pytest.mark.parametrize("space", ["\u00a0", "\u2002", "\u3000", "\u200b", " "])
+def test_a_name_cut_to_the_limit_never_ends_in_a_space_or_dot(space: str) -> None:
+    # The cut falls right after the space: clients strip such characters, so
+    # a key ending in one could never be sent back exactly as issued.
+    stem = "a" * (MAX_NAME_BYTES - len(space.encode("utf-8")))
+    cleaned = clean_file_name(stem + space + "bbbb")
+    assert cleaned == stem
 
 
 SIGNER = KeySigner(b"k" * 32)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 import psycopg2
@@ -34,6 +35,12 @@ def exists(app: Flask, provider: str, key: str) -> bool:
         return get_provider(provider).head(key) is not None
 
 
+def expire_urls(db: psycopg2.extensions.connection) -> None:
+    """Move every presign record past its URL's expiry, as time would (a sweep takes no key before)."""
+    with db.cursor() as cur:
+        cur.execute("UPDATE pending_uploads SET expires_at = now() - interval '1 second'")
+
+
 def pending(db: psycopg2.extensions.connection, key: str) -> tuple[object, object, object] | None:
     with db.cursor() as cur:
         cur.execute(
@@ -50,6 +57,7 @@ def test_sweep_deletes_abandoned_uploads_and_keeps_saved_ones(
     never_uploaded = presign(client, "s3", "ghost.txt")["objectKey"]
     kept = {provider: upload(client, provider, b"saved")["objectKey"] for provider in PROVIDERS}
     assert recorder(app).flush()
+    expire_urls(db)
 
     result = runner.invoke(args=["storage", "sweep", "--older-than", "0s"])  # type: ignore[attr-defined]
     assert result.exit_code == 0, result.output
@@ -84,10 +92,11 @@ def test_sweep_leaves_uploads_younger_than_the_cut_off(
 
 
 def test_a_save_after_the_sweep_claimed_the_key_is_refused_with_410(
-    app: Flask, client: FlaskClient, database_url: str
+    app: Flask, client: FlaskClient, database_url: str, db: psycopg2.extensions.connection
 ) -> None:
     key = abandon(client, "s3")
     assert recorder(app).flush()
+    expire_urls(db)
     # A sweeper claims the key (the moment it commits, before it deletes the object) ...
     conn = psycopg2.connect(database_url)
     try:
@@ -106,20 +115,24 @@ def test_a_save_after_the_sweep_claimed_the_key_is_refused_with_410(
     assert client.get("/s3/files").get_json()["files"] == []
 
 
-def test_a_save_that_lands_first_keeps_its_object(app: Flask, client: FlaskClient, runner: object) -> None:
+def test_a_save_that_lands_first_keeps_its_object(
+    app: Flask, client: FlaskClient, runner: object, db: psycopg2.extensions.connection
+) -> None:
     key = abandon(client, "azure")
     assert recorder(app).flush()
     assert save(client, "azure", key).status_code == 201
+    expire_urls(db)
     result = runner.invoke(args=["storage", "sweep", "--older-than", "0s"])  # type: ignore[attr-defined]
     assert "azure     0      0" in result.output
     assert exists(app, "azure", key)
 
 
 def test_racing_sweeps_share_the_work_and_never_repeat_it(
-    app: Flask, client: FlaskClient, database_url: str
+    app: Flask, client: FlaskClient, database_url: str, db: psycopg2.extensions.connection
 ) -> None:
     keys = [abandon(client, "r2", b"%d" % i) for i in range(60)]
     assert recorder(app).flush()
+    expire_urls(db)
     with app.app_context():
         providers = {"r2": get_provider("r2")}
     reports: list[SweepReport] = []
@@ -150,6 +163,7 @@ def test_sweep_keeps_its_claim_when_storage_fails_and_exits_1(
 ) -> None:
     key = abandon(client, "s3")
     assert recorder(app).flush()
+    expire_urls(db)
     broken = make_app(S3_ENDPOINT_URL="http://127.0.0.1:9", STORAGE_MAX_ATTEMPTS="1")
     result = broken.test_cli_runner().invoke(args=["storage", "sweep", "--older-than", "0s"])
     assert result.exit_code == 1
@@ -174,15 +188,97 @@ def test_swept_records_are_forgotten_once_their_urls_expired(
     conn = psycopg2.connect(database_url)
     try:
         repo = MaintenanceRepository(conn)
-        first = sweep(repo, providers, 0, keep_swept_seconds=0)
+        time.sleep(1.1)  # the URL expires
+        first = sweep(repo, providers, 0, keep_swept_seconds=3600)
         assert first.swept == {"b2": 1}
-        with db.cursor() as cur:
-            cur.execute("UPDATE pending_uploads SET expires_at = now() - interval '1 second'")
+        assert first.forgotten == 0  # kept a while after the sweep
         second = sweep(repo, providers, 0, keep_swept_seconds=0)
     finally:
         conn.close()
     assert second.forgotten == 1
     assert pending(db, key) is None
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_key_whose_url_still_works_is_never_swept(
+    app: Flask, client: FlaskClient, runner: object, db: psycopg2.extensions.connection, provider: str
+) -> None:
+    # Presigned long ago as far as --older-than 0s can tell, but its URL is still valid.
+    presigned = presign(client, provider, "late.txt", "text/plain", file_size=4)
+    assert recorder(app).flush()
+    result = runner.invoke(args=["storage", "sweep", "--older-than", "0s"])  # type: ignore[attr-defined]
+    assert result.exit_code == 0, result.output
+    assert f"{provider:<8}  0      0" in result.output
+    # The upload arrives later, with the URL issued, and is saved.
+    assert put(presigned, b"late").status_code in (200, 201)
+    assert save(client, provider, presigned["objectKey"]).status_code == 201
+
+
+def test_an_azure_sas_for_a_large_file_keeps_its_key_for_as_long_as_it_lives(
+    app: Flask, client: FlaskClient, db: psycopg2.extensions.connection, database_url: str
+) -> None:
+    # A large file's SAS outlives UPLOAD_URL_EXPIRES_SECONDS (sized for a slow link).
+    presigned = presign(client, "azure", "big.bin", "application/octet-stream", file_size=90 * 1024**2)
+    assert recorder(app).flush()
+    with db.cursor() as cur:
+        cur.execute(
+            "UPDATE pending_uploads SET created_at = now() - interval '1 hour' WHERE object_key = %s",
+            (presigned["objectKey"],),
+        )
+    with app.app_context():
+        providers = {"azure": get_provider("azure")}
+    conn = psycopg2.connect(database_url)
+    try:
+        report = sweep(MaintenanceRepository(conn), providers, 30 * 60)
+    finally:
+        conn.close()
+    assert report.swept == {"azure": 0}
+    assert pending(db, presigned["objectKey"]) == (None, None, None)
+
+
+def _swept_before_its_put_landed(
+    app: Flask, client: FlaskClient, db: psycopg2.extensions.connection, database_url: str
+) -> str:
+    """Presign, let the sweep take the key with nothing uploaded yet, then land the PUT."""
+    presigned = presign(client, "s3", "slow.txt", "text/plain", file_size=4)
+    assert recorder(app).flush()
+    expire_urls(db)  # as far as the sweep can tell; the PUT itself began before the expiry
+    with app.app_context():
+        providers = {"s3": get_provider("s3")}
+    conn = psycopg2.connect(database_url)
+    try:
+        assert sweep(MaintenanceRepository(conn), providers, 0).swept == {"s3": 1}
+    finally:
+        conn.close()
+    assert put(presigned, b"slow").status_code == 200
+    key: str = presigned["objectKey"]
+    assert exists(app, "s3", key)
+    return key
+
+
+def test_an_object_landing_after_its_key_was_swept_is_deleted_by_the_save_that_finds_it(
+    app: Flask, client: FlaskClient, db: psycopg2.extensions.connection, database_url: str
+) -> None:
+    key = _swept_before_its_put_landed(app, client, db, database_url)
+    response = save(client, "s3", key)
+    assert response.status_code == 410
+    assert not exists(app, "s3", key)
+
+
+def test_an_object_landing_after_its_key_was_swept_is_deleted_before_the_record_is_forgotten(
+    app: Flask, client: FlaskClient, db: psycopg2.extensions.connection, database_url: str
+) -> None:
+    key = _swept_before_its_put_landed(app, client, db, database_url)
+    with app.app_context():
+        providers = {"s3": get_provider("s3")}
+    conn = psycopg2.connect(database_url)
+    try:
+        report = sweep(MaintenanceRepository(conn), providers, 0, keep_swept_seconds=0)
+    finally:
+        conn.close()
+    assert report.forgotten == 1
+    assert pending(db, key) is None
+    assert not exists(app, "s3", key)
 
 
 @pytest.mark.parametrize("value", ["soon", "-1h", "1x", "", "h"])
@@ -204,7 +300,7 @@ def test_durations_read_and_print_alike() -> None:
 
 
 def test_sweep_aborts_multipart_uploads_started_before_the_cut_off(
-    app: Flask, client: FlaskClient, runner: object
+    app: Flask, client: FlaskClient, runner: object, db: psycopg2.extensions.connection
 ) -> None:
     created = client.post(
         "/b2/s3/multipart", json={"filename": "big.bin", "type": "application/octet-stream"}
@@ -213,6 +309,7 @@ def test_sweep_aborts_multipart_uploads_started_before_the_cut_off(
     url = client.get(f"/b2/s3/multipart/{upload_id}/1", query_string={"key": key}).get_json()["url"]
     assert requests.put(url, data=b"part one", timeout=10).status_code == 200
     assert recorder(app).flush()
+    expire_urls(db)
     with app.app_context():
         b2 = get_provider("b2")
         assert any(u.upload_id == upload_id for u in b2.list_multipart_uploads())

@@ -14,6 +14,7 @@ import requests
 from flask import Flask
 from flask.testing import FlaskClient
 
+from app.storage import get_provider
 from tests.helpers import KEY_COLUMNS, PROVIDERS, S3_FAMILY, presign, put, rows, save
 
 pytestmark = pytest.mark.integration
@@ -73,6 +74,65 @@ def test_save_metadata_twice_is_idempotent(
     assert second.status_code == 200
     assert second.get_json()["file"] == first.get_json()["file"]
     assert len(rows(db, provider)) == 1
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_saving_a_saved_key_again_answers_its_row_without_touching_storage(
+    app: Flask, client: FlaskClient, db: psycopg2.extensions.connection, provider: str
+) -> None:
+    presigned = presign(client, provider, file_size=3)
+    put(presigned, b"abc")
+    first = save(client, provider, presigned["objectKey"])
+    assert first.status_code == 201
+    # The object goes (or its storage is unreachable): the row still answers.
+    with app.app_context():
+        get_provider(provider).delete(presigned["objectKey"])
+    again = save(client, provider, presigned["objectKey"])
+    assert again.status_code == 200, again.get_json()
+    assert again.get_json()["file"] == first.get_json()["file"]
+    assert len(rows(db, provider)) == 1
+
+
+def test_saving_a_saved_azure_key_again_never_deletes_the_file(
+    app: Flask, client: FlaskClient, db: psycopg2.extensions.connection
+) -> None:
+    presigned = presign(client, "azure", "photo.png", "image/png", file_size=4)
+    assert put(presigned, b"\x89PNG").status_code == 201
+    first = save(client, "azure", presigned["objectKey"])
+    assert first.status_code == 201
+    # The SAS is replayed with other bytes: the stored object no longer matches its presign.
+    assert put(presigned, b"<html>", **{"Content-Type": "text/html"}).status_code == 201
+    again = save(client, "azure", presigned["objectKey"])
+    assert again.status_code == 200, again.get_json()
+    assert again.get_json()["file"] == first.get_json()["file"]
+    with app.app_context():
+        assert get_provider("azure").head(presigned["objectKey"]) is not None
+    assert len(rows(db, "azure")) == 1
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_key_issued_for_a_name_cut_at_a_unicode_space_saves_as_issued(
+    client: FlaskClient, provider: str
+) -> None:
+    # 198 bytes, a no-break space, then more: the 200-byte cut used to end the key in U+00A0.
+    name = "a" * 198 + "\u00a0" + "tail"
+    presigned = presign(client, provider, name, "text/plain", file_size=2)
+    key = presigned["objectKey"]
+    assert key == key.strip() and not key.endswith(("\u00a0", "."))
+    assert put(presigned, b"ok").status_code in (200, 201)
+    response = save(client, provider, key)
+    assert response.status_code == 201, response.get_json()
+    assert response.get_json()["file"]["objectKey"] == key
+    assert response.get_json()["file"]["fileName"] == "a" * 198
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_key_is_compared_exactly_as_sent(client: FlaskClient, provider: str) -> None:
+    presigned = presign(client, provider, file_size=2)
+    put(presigned, b"ok")
+    response = save(client, provider, presigned["objectKey"] + "\u00a0")
+    assert response.status_code == 403
+    assert response.get_json()["error"] == "objectKey was not issued to this user"
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)

@@ -4,6 +4,11 @@ Safe to run from cron on several replicas at once: each sweeper claims a
 batch in PostgreSQL (``FOR UPDATE SKIP LOCKED``, committed before any object
 is deleted), so no two delete the same object, and save-metadata refuses a
 claimed key, so nothing is deleted under a save that lands meanwhile.
+
+Only keys whose upload URL has expired are claimed. A PUT that started just
+before the expiry can still land after the sweep: the swept record stays
+``keep_swept_seconds``, and before it is forgotten its object is deleted once
+more; a save meeting the claim in between deletes the object itself (410).
 """
 
 from __future__ import annotations
@@ -74,8 +79,27 @@ def sweep(
         if len(claimed) < batch_size:
             break
     _abort_unfinished(providers, older_than, report)
-    report.forgotten = repo.forget_swept(keep_swept_seconds)
+    report.forgotten = _forget_swept(repo, providers, keep_swept_seconds, batch_size)
     return report
+
+
+def _forget_swept(
+    repo: MaintenanceRepository, providers: Mapping[str, StorageProvider], keep: float, batch_size: int
+) -> int:
+    """Delete late-landed objects of long-swept keys, then forget those records; return how many."""
+    forgotten, after = 0, ""
+    while True:
+        batch = repo.forgettable(list(providers), keep, after, batch_size)
+        by_provider: dict[str, list[str]] = {}
+        for key, provider in batch:
+            by_provider.setdefault(provider, []).append(key)
+        for name, keys in by_provider.items():
+            # A key whose object cannot be deleted now stays remembered: the next sweep tries again.
+            failed = set(providers[name].delete_many(keys))
+            forgotten += repo.forget_swept([key for key in keys if key not in failed])
+        if len(batch) < batch_size:
+            return forgotten
+        after = batch[-1][0]
 
 
 def _abort_unfinished(

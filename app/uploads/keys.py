@@ -42,11 +42,29 @@ def clean_file_name(raw: str) -> str:
     name = "".join(ch for ch in name if unicodedata.category(ch) != "Cc")
     name = _BIDI_CONTROLS.sub("", name)
     # Windows and POSIX separators both count: "C:\\x\\a.txt" and "../../a.txt" -> "a.txt".
-    name = re.split(r"[/\\]", name)[-1].strip()
-    # Trailing dots and spaces are dropped by Windows and mishandled by Azure;
-    # this also turns "." and ".." into nothing.
-    name = name.rstrip(". ")
+    name = _trim(re.split(r"[/\\]", name)[-1])
     return _truncate_utf8(name, MAX_NAME_BYTES)
+
+
+def _is_edge_junk(ch: str) -> bool:
+    # Any Unicode space (NBSP, U+2000..U+200A, U+3000) or invisible format
+    # character: clients strip them, so a key ending in one could never be
+    # sent back exactly as issued.
+    return ch.isspace() or unicodedata.category(ch) in ("Zs", "Zl", "Zp", "Cf")
+
+
+def _trim(name: str) -> str:
+    """Drop spaces and invisible characters at both ends, and dots at the end.
+
+    Trailing dots and spaces are dropped by Windows and mishandled by Azure;
+    this also turns "." and ".." into nothing.
+    """
+    start, end = 0, len(name)
+    while start < end and _is_edge_junk(name[start]):
+        start += 1
+    while end > start and (name[end - 1] == "." or _is_edge_junk(name[end - 1])):
+        end -= 1
+    return name[start:end]
 
 
 def _truncate_utf8(name: str, limit: int) -> str:
@@ -62,8 +80,9 @@ def _truncate_utf8(name: str, limit: int) -> str:
 
 def _cut(text: str, limit: int) -> str:
     encoded = text.encode("utf-8")[:limit]
-    # Drop a character split in half by the byte cut.
-    return encoded.decode("utf-8", errors="ignore").rstrip(". ")
+    # Drop a character split in half by the byte cut, and whatever the cut
+    # left at the end that _trim would have removed (a space, a dot).
+    return _trim(encoded.decode("utf-8", errors="ignore"))
 
 
 _NONCE_BYTES = 10

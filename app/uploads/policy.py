@@ -54,14 +54,33 @@ class UploadPolicy:
                 f"contentType {media_essence(content_type)} is not allowed; allowed: {allowed}"
             )
 
-    def problem_with_upload(
-        self, *, size: int, content_type: str | None, declared_size: int | None, presigned_type: str
-    ) -> PayloadTooLarge | UnsupportedMediaType | UnprocessableEntity | None:
-        """Return why an uploaded object must be refused, or None if it may be recorded."""
+    def problem_with_stored(
+        self, *, size: int, content_type: str | None
+    ) -> PayloadTooLarge | UnsupportedMediaType | None:
+        """Return why no presign could have allowed this stored object, or None.
+
+        Depends on the object alone, never on a presign record, so the same
+        upload gets the same answer whenever its save comes.
+        """
         if size > self.max_bytes:
             return PayloadTooLarge(
                 f"the uploaded file is {size} bytes, over the {self.max_bytes} byte limit; it was deleted"
             )
+        if not self.allows_type(content_type or ""):
+            allowed = ", ".join(self.allowed_types)
+            shown = media_essence(content_type) if content_type else "none"
+            return UnsupportedMediaType(
+                f"the uploaded file's content type {shown} is not allowed; allowed: {allowed}; it was deleted"
+            )
+        return None
+
+    def problem_with_upload(
+        self, *, size: int, content_type: str | None, declared_size: int | None, presigned_type: str
+    ) -> PayloadTooLarge | UnsupportedMediaType | UnprocessableEntity | None:
+        """Return why an uploaded object must be refused against its presign record, or None."""
+        problem = self.problem_with_stored(size=size, content_type=content_type)
+        if problem is not None:
+            return problem
         if declared_size is not None and size > declared_size:
             return PayloadTooLarge(
                 f"the uploaded file is {size} bytes, more than the {declared_size} declared; it was deleted"
@@ -71,6 +90,8 @@ class UploadPolicy:
             return UnprocessableEntity(
                 f"the uploaded file is {size} bytes, fewer than the {declared_size} declared; it was deleted"
             )
+        if not presigned_type:
+            return None  # presigned for any type (Uppy's signRequest sends none): the allowlist decides
         if content_type is None or normalize_media_type(content_type) != normalize_media_type(presigned_type):
             return UnsupportedMediaType(
                 f"the uploaded file's content type {content_type or 'none'} is not the "

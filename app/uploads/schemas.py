@@ -59,14 +59,15 @@ def json_object() -> dict[str, Any]:
     return body
 
 
-def _string(body: dict[str, Any], field: str, max_length: int) -> str:
+def _string(body: dict[str, Any], field: str, max_length: int, *, strip: bool = True) -> str:
     value = body.get(field)
     if value is None:
         raise BadRequest(f"{field} is required")
     if not isinstance(value, str):
         raise BadRequest(f"{field} must be a string")
-    value = value.strip()
-    if not value:
+    if strip:
+        value = value.strip()
+    if not value.strip():
         raise BadRequest(f"{field} must not be empty")
     try:
         value.encode("utf-8")
@@ -99,7 +100,8 @@ def parse_save(body: dict[str, Any], key_fields: tuple[str, ...]) -> SaveRequest
     """Find the object key under the first of ``key_fields`` present."""
     for field in key_fields:
         if body.get(field) is not None:
-            key = _string(body, field, MAX_KEY_LENGTH)
+            # Exactly as sent: a key is compared byte for byte with the one issued.
+            key = _string(body, field, MAX_KEY_LENGTH, strip=False)
             if _has_control_characters(key):
                 raise BadRequest(f"{field} contains control characters")
             return SaveRequest(key=key, field=field)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -18,7 +19,7 @@ from ..errors import (
     UnprocessableEntity,
 )
 from ..repository import AbandonedUpload, FileRepository, NewFile, PendingUpload, StoredFile
-from ..storage import ObjectInfo, PresignedUpload, StorageProvider, get_provider
+from ..storage import ObjectInfo, PresignedUpload, StorageError, StorageProvider, get_provider
 from .keys import KeySigner
 from .policy import UploadPolicy, normalize_media_type
 from .recorder import PendingRecorder
@@ -152,37 +153,45 @@ class UploadService:
     def _save_tagged(
         self, provider: StorageProvider, user_id: str, key: str, field: str
     ) -> tuple[StoredFile, bool]:
-        """Save a key whose tags say it was issued to this caller: no presign record needed."""
+        """Save a key whose tags say it was issued to this caller: no presign record needed.
+
+        The answer depends on the key and the object only, never on whether
+        the presign record has landed yet, so a save gets the same answer
+        whenever it comes.
+        """
+        # Once a key has its row, saving again answers with it and never
+        # touches storage (the object may since have been deleted or replaced).
+        existing = self._repo.find_file(provider.name, key, user_id)
+        if existing is not None:
+            return _check_owner(existing, user_id, field), False
         # Never hold a database connection while waiting on the storage provider.
         release_db()
         info = self._head(provider, key)
+        problem: ApiError | None = self._policy.problem_with_stored(
+            size=info.size, content_type=info.content_type
+        )
         content_type = normalize_media_type(info.content_type or "")
-        problem: ApiError | None
-        if self.key_signer().matches_presign(key, content_type, info.size):
-            problem = self._policy.problem_with_upload(
-                size=info.size,
-                content_type=info.content_type,
-                declared_size=None,
-                presigned_type=content_type,
+        if problem is None and not self.key_signer().matches_presign(key, content_type, info.size):
+            problem = UnprocessableEntity(
+                f"the uploaded file ({info.size} bytes, {info.content_type or 'no content type'}) is not "
+                f"what {field} was presigned for; it was deleted"
             )
-        else:
-            problem = self._mismatch(key, user_id, info, field)
         if problem is not None:
-            provider.delete(key)
-            raise problem
+            return self._refuse(provider, user_id, key, field, problem)
         name = key.split("-", 1)[1]
         return self._record(provider, user_id, key, name, info, field)
 
-    def _mismatch(self, key: str, user_id: str, info: ObjectInfo, field: str) -> ApiError:
-        """Say how an object differs from its presign: exactly when its record has landed."""
-        pending = self._repo.find_pending(key, user_id)
-        problem = self._problem_against(pending, info) if pending is not None else None
-        if problem is not None:
-            return problem
-        return UnprocessableEntity(
-            f"the uploaded file ({info.size} bytes, {info.content_type or 'no content type'}) is not "
-            f"what {field} was presigned for; it was deleted"
-        )
+    def _refuse(
+        self, provider: StorageProvider, user_id: str, key: str, field: str, problem: ApiError
+    ) -> tuple[StoredFile, bool]:
+        """Delete an object that breaks the rules and raise ``problem``, unless the key has a row now."""
+        # A racing save may have recorded the key since our first look: a
+        # recorded file is never deleted by a save.
+        saved = self._repo.find_file(provider.name, key, user_id)
+        if saved is not None:
+            return _check_owner(saved, user_id, field), False
+        provider.delete(key)
+        raise problem
 
     def _save_untagged(
         self, provider_name: str | None, user_id: str, key: str, field: str, fallback_provider: str
@@ -215,20 +224,15 @@ class UploadService:
         info = self._head(provider, key)
         # Azure SAS cannot bind size or type, and a client may skip fileSize:
         # what the signature could not enforce is enforced here, before any row.
-        problem = self._problem_against(pending, info)
-        if problem is not None:
-            provider.delete(key)
-            raise problem
-        return self._record(provider, user_id, key, pending.file_name, info, field)
-
-    def _problem_against(self, pending: PendingUpload, info: ObjectInfo) -> ApiError | None:
-        """Why the stored object breaks the policy or its presign record, or None."""
-        return self._policy.problem_with_upload(
+        problem = self._policy.problem_with_upload(
             size=info.size,
             content_type=info.content_type,
             declared_size=pending.declared_size,
             presigned_type=pending.content_type,
         )
+        if problem is not None:
+            return self._refuse(provider, user_id, key, field, problem)
+        return self._record(provider, user_id, key, pending.file_name, info, field)
 
     @staticmethod
     def _head(provider: StorageProvider, key: str) -> ObjectInfo:
@@ -256,6 +260,11 @@ class UploadService:
                 ),
             )
         except AbandonedUpload:
+            # The sweep deleted this key's object; what is there now landed
+            # after it (a PUT that started before its URL expired). Nobody
+            # will ever record it: delete it, or a later sweep will.
+            with suppress(StorageError):
+                provider.delete(key)
             raise Gone(
                 f"{field} was not saved in time and its upload was cleaned up as abandoned; "
                 "presign the file again"
