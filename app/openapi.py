@@ -403,14 +403,20 @@ def _schemas(max_upload_bytes: int) -> dict[str, Any]:
                 "method": {"enum": ["PUT", "POST", "GET", "DELETE"]},
                 "key": {
                     "type": "string",
-                    "description": "The upload's key; on the first request, a file name.",
+                    "description": (
+                        "The upload's key; on the first request, a file name or Uppy's "
+                        "<uuid>-<file name> (the service picks the real key and answers it)."
+                    ),
                 },
                 "uploadId": {"type": "string"},
                 "partNumber": {"type": "integer", "minimum": 1, "maximum": 10000},
                 "expiresIn": {"type": "integer", "minimum": 1, "maximum": 604800},
                 "contentType": {
                     "type": "string",
-                    "description": "First request (PUT object, POST create) only.",
+                    "description": (
+                        "First request (PUT object, POST create) only. When absent (Uppy sends "
+                        "none), no type is signed and save-metadata checks the stored one."
+                    ),
                 },
                 "fileName": {"type": "string"},
                 "fileSize": {"type": "integer", "minimum": 0},

@@ -248,3 +248,63 @@ def test_uppy_6_companion_mode_uploads_through_the_companion_style_routes(
             assert saved.json()["file"]["size"] == size
             assert requests.get(saved.json()["file"]["downloadUrl"], timeout=60).content == pattern(size)
         browser.close()
+
+
+# Uppy 6's signRequest mode written as Uppy's own documentation writes it:
+# Uppy's request object goes to the service as it is (no type, no size).
+SIGN_REQUEST_PAGE = """<!doctype html><html lang="en"><body><div id="dashboard"></div>
+<script type="module">
+import { AwsS3, Dashboard, Uppy } from '/assets/uppy/uppy.min.mjs'
+const uppy = new Uppy()
+uppy.use(Dashboard, { target: '#dashboard', inline: true })
+const provider = new URLSearchParams(location.search).get('provider')
+uppy.use(AwsS3, {
+  shouldUseMultipart: (file) => file.size > 5 * 1024 * 1024,
+  async signRequest(request) {
+    const response = await fetch(`/${provider}/s3/sign`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(request),
+    })
+    if (!response.ok) throw new Error('Unsuccessful request')
+    return response.json()
+  },
+})
+window.uppy = uppy
+</script></body></html>"""
+
+
+@pytest.fixture
+def served_with_sign_request_page(make_app: Callable[..., Flask]) -> Iterator[str]:
+    """The service, plus a test-only page using Uppy's signRequest mode unchanged."""
+    app = make_app()
+    app.add_url_rule("/sign-request.html", "sign_request_page", lambda: SIGN_REQUEST_PAGE)
+    yield from serve(app)
+
+
+@pytest.mark.parametrize("provider", ["s3", "r2", "b2"])
+def test_uppy_6_sign_request_mode_unchanged_uploads_in_one_put_and_in_parts(
+    served_with_sign_request_page: str, provider: str
+) -> None:
+    import requests
+    from playwright.sync_api import sync_playwright
+
+    served = served_with_sign_request_page
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(f"{served}/sign-request.html?provider={provider}")
+        page.wait_for_function("window.uppy !== undefined")
+        for size, content_type in ((1000, "text/plain"), (12 * MiB, "application/octet-stream")):
+            outcome = page.evaluate(
+                UPLOAD_WITH_UPPY, {"name": f"u{size}.bin", "type": content_type, "size": size}
+            )
+            assert outcome["failed"] == [], outcome
+            [key] = outcome["done"]
+            assert key.endswith(f"-u{size}.bin")
+            saved = requests.post(f"{served}/{provider}/save-metadata", json={"objectKey": key}, timeout=30)
+            assert saved.status_code == 201, saved.json()
+            assert saved.json()["file"]["size"] == size
+            assert saved.json()["file"]["contentType"] == content_type
+            assert requests.get(saved.json()["file"]["downloadUrl"], timeout=60).content == pattern(size)
+        browser.close()

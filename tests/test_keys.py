@@ -100,6 +100,13 @@ def test_spec_tag_checks_type_and_declared_size() -> None:
     unsized = SIGNER.issue("azure", "alice", "a.txt", "text/plain", None)
     assert SIGNER.matches_presign(unsized, "text/plain", 123456)
     assert not SIGNER.matches_presign(unsized, "image/png", 123456)
+    # Issued for any type (Uppy's signRequest names none): the allowlist decides at save.
+    any_type = SIGNER.issue("s3", "alice", "a.txt", "", None)
+    assert SIGNER.matches_presign(any_type, "text/html", 5)
+    assert SIGNER.matches_presign(any_type, "image/png", 123456)
+    any_type_sized = SIGNER.issue("s3", "alice", "a.txt", "", 10)
+    assert SIGNER.matches_presign(any_type_sized, "image/png", 10)
+    assert not SIGNER.matches_presign(any_type_sized, "image/png", 11)
 
 
 @pytest.mark.parametrize(

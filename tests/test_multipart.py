@@ -295,7 +295,9 @@ SIGNABLE = (
          "partNumber must be a whole number from 1 to 10000"),
         ({"method": "PUT", "key": "K", "uploadId": "u", "partNumber": 0}, 400,
          "partNumber must be a whole number from 1 to 10000"),
-        ({"method": "PUT", "key": "K"}, 400, "contentType is required"),
+        ({"method": "PUT", "key": "K", "contentType": ""}, 400, "contentType must not be empty"),
+        ({"method": "PUT", "key": "K", "contentType": "html"}, 400,
+         "contentType is not a valid media type such as image/png"),
         ({"key": "K"}, 400, "method is required"),
         ({"method": "PUT"}, 400, "key is required"),
         ({"method": "PUT", "key": "K", "contentType": "text/plain", "bucket": "someone-elses"}, 400,
@@ -482,3 +484,79 @@ def test_complete_takes_a_body_up_to_1_mib_and_names_the_limit_beyond(client: Fl
     )  # fmt: skip
     assert response.status_code == 413
     assert response.get_json() == {"success": False, "error": "request body is over the 1048576 byte limit"}
+
+
+# Uppy 6's signRequest mode, unchanged: {method, key, uploadId?, partNumber?}, no type, no size.
+
+UPPY_KEY = "3f8e2c1a-0b5c-4d2e-9f1a-2b3c4d5e6f70-{name}"
+
+
+@pytest.mark.parametrize("provider", S3_FAMILY)
+def test_uppys_own_sign_request_uploads_a_file_in_one_put(
+    client: FlaskClient, db: psycopg2.extensions.connection, provider: str
+) -> None:
+    answer = signed(client, provider, method="PUT", key=UPPY_KEY.format(name="notes.txt"))
+    key = answer["key"]
+    # The service picks the key (Uppy 6 uses the one it is given); Uppy's UUID is not kept.
+    assert key.endswith("-notes.txt") and "3f8e2c1a" not in key
+    assert answer["headers"] == {}
+    # Uppy's XHR sends the file's own type.
+    uploaded = requests.put(
+        answer["url"], data=b"some notes", headers={"Content-Type": "text/plain"}, timeout=30
+    )
+    assert uploaded.status_code == 200, uploaded.text
+    saved = save(client, provider, key)
+    assert saved.status_code == 201, saved.get_json()
+    assert saved.get_json()["file"]["fileName"] == "notes.txt"
+    assert saved.get_json()["file"]["contentType"] == "text/plain"
+    assert saved.get_json()["file"]["size"] == 10
+
+
+@pytest.mark.parametrize("provider", S3_FAMILY)
+def test_uppys_own_sign_request_uploads_a_file_in_parts(client: FlaskClient, provider: str) -> None:
+    created = signed(client, provider, method="POST", key=UPPY_KEY.format(name="big.bin"))
+    key = created["key"]
+    assert key.endswith("-big.bin") and created["headers"] == {}
+    answer = requests.post(created["url"], headers={"Content-Type": "application/octet-stream"}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    [upload_id] = xml_text(answer.text, "UploadId")
+    etags = []
+    for number, part in enumerate(PARTS, start=1):
+        url = signed(client, provider, method="PUT", key=key, uploadId=upload_id, partNumber=number)["url"]
+        etags.append((number, put_part(url, part)))
+    url = signed(client, provider, method="POST", key=key, uploadId=upload_id)["url"]
+    done = requests.post(
+        url, data=complete_xml(etags), headers={"Content-Type": "application/xml"}, timeout=60
+    )
+    assert done.status_code == 200, done.text
+    assert xml_text(done.text, "Key") == [key]  # what Uppy reports as the uploaded key
+    saved = save(client, provider, key)
+    assert saved.status_code == 201, saved.get_json()
+    assert saved.get_json()["file"]["size"] == len(DATA)
+    assert hashlib.sha256(downloaded(client, provider, saved.get_json()["file"]["id"])).digest() == (
+        hashlib.sha256(DATA).digest()
+    )
+
+
+@pytest.mark.parametrize("provider", S3_FAMILY)
+@pytest.mark.parametrize(
+    ("body", "stored_type", "status", "message"),
+    [
+        (b"<script>", "text/html", 415,
+         "the uploaded file's content type text/html is not allowed; allowed: image/*; it was deleted"),
+        (b"x" * 11, "image/png", 413,
+         "the uploaded file is 11 bytes, over the 10 byte limit; it was deleted"),
+    ],
+)  # fmt: skip
+def test_what_uppys_own_sign_request_cannot_bind_is_checked_at_save(
+    make_app: Callable[..., Flask], provider: str, body: bytes, stored_type: str, status: int, message: str
+) -> None:
+    app = make_app(ALLOWED_CONTENT_TYPES="image/*", MAX_UPLOAD_BYTES="10")
+    client = app.test_client()
+    answer = signed(client, provider, method="PUT", key=UPPY_KEY.format(name="cat.png"))
+    key = answer["key"]
+    assert requests.put(answer["url"], data=body, headers={"Content-Type": stored_type}, timeout=30).ok
+    response = save(client, provider, key)
+    assert (response.status_code, response.get_json()["error"]) == (status, message)
+    with app.app_context():
+        assert get_provider(provider).head(key) is None

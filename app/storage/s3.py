@@ -124,8 +124,11 @@ class S3CompatibleProvider(StorageProvider):
     def presign_upload(
         self, key: str, content_type: str, content_length: int | None, expires_in: int
     ) -> PresignedUpload:
-        """Sign a PUT of ``key`` that must carry this content type (and length, if given)."""
-        signed = {"Content-Type": content_type}
+        """Sign a PUT of ``key`` that must carry this content type (and length, if given).
+
+        An empty ``content_type`` signs none: the browser sends the file's own.
+        """
+        signed = {"Content-Type": content_type} if content_type else {}
         if content_length is not None:
             # Signed, so the provider refuses a body of any other length.
             signed["Content-Length"] = str(content_length)
@@ -134,7 +137,7 @@ class S3CompatibleProvider(StorageProvider):
         return PresignedUpload(
             url=url,
             method="PUT",
-            headers={"Content-Type": content_type},
+            headers={"Content-Type": content_type} if content_type else {},
             expires_at=datetime.now(UTC) + timedelta(seconds=expires_in),
         )
 

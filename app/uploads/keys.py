@@ -150,14 +150,15 @@ class KeySigner:
         """Say whether an uploaded object is what its presign allowed.
 
         ``content_type`` is the stored object's type, normalized. True when
-        the presign was for this type and for exactly ``size`` bytes or for
-        an undeclared size.
+        the presign was for this type, or for any type (issued with ``""``),
+        and for exactly ``size`` bytes or for an undeclared size.
         """
         match = _TAGGED_KEY.fullmatch(key)
         if match is None:
             return False
         nonce, spec = bytes.fromhex(match.group(1)), match.group(3)
         return any(
-            hmac.compare_digest(self._spec_tag(nonce, content_type, declared).hex(), spec)
+            hmac.compare_digest(self._spec_tag(nonce, presigned_type, declared).hex(), spec)
+            for presigned_type in (content_type, "")
             for declared in (size, None)
         )

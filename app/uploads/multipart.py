@@ -72,7 +72,7 @@ class MultipartService:
                 upload = self._uploads.issue_upload(provider, user_id, wanted, expires)
                 return {"url": upload.upload.url, "key": upload.object_key, "headers": upload.upload.headers}
             key = self._issue(provider, user_id, wanted, self._limit(), expires)
-            headers = {"Content-Type": wanted.content_type}
+            headers = {"Content-Type": wanted.content_type} if wanted.content_type else {}
             url = provider.presign_operation("POST", key, expires, query={"uploads": ""}, headers=headers)
             return {"url": url, "key": key, "headers": headers, "partSize": self.part_size(wanted.file_size)}
         self._uploads.check_owner(provider, user_id, request.key)

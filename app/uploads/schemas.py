@@ -26,6 +26,7 @@ class PresignRequest:
     """What a client wants to upload."""
 
     file_name: str
+    #: "" when the client named none (Uppy's signRequest): any type, checked at save
     content_type: str
     file_size: int | None
 
@@ -79,15 +80,17 @@ def _string(body: dict[str, Any], field: str, max_length: int, *, strip: bool = 
     return value
 
 
-def parse_presign(body: dict[str, Any]) -> PresignRequest:
-    """Check ``fileName``, ``contentType`` and the optional ``fileSize``."""
+def parse_presign(body: dict[str, Any], *, type_required: bool = True) -> PresignRequest:
+    """Check ``fileName``, ``contentType`` (unless not required and absent) and the optional ``fileSize``."""
     raw_name = _string(body, "fileName", MAX_FILE_NAME_LENGTH)
     file_name = clean_file_name(raw_name)
     if not file_name:
         raise BadRequest("fileName has nothing left once path parts and control characters are removed")
-    content_type = _string(body, "contentType", MAX_CONTENT_TYPE_LENGTH)
-    if not _MEDIA_TYPE.match(content_type):
-        raise BadRequest("contentType is not a valid media type such as image/png")
+    content_type = ""
+    if type_required or body.get("contentType") is not None:
+        content_type = _string(body, "contentType", MAX_CONTENT_TYPE_LENGTH)
+        if not _MEDIA_TYPE.match(content_type):
+            raise BadRequest("contentType is not a valid media type such as image/png")
     size = body.get("fileSize")
     if size is not None and (isinstance(size, bool) or not isinstance(size, int)):
         raise BadRequest("fileSize must be a whole number of bytes")
@@ -178,7 +181,9 @@ def parse_key(value: object, field: str = "key") -> str:
     return _identifier(value, field, MAX_KEY_LENGTH, "is not a key this service issues")
 
 
-def _wanted(body: dict[str, Any], name_field: str, type_field: str, size_field: str) -> PresignRequest:
+def _wanted(
+    body: dict[str, Any], name_field: str, type_field: str, size_field: str, *, type_required: bool = True
+) -> PresignRequest:
     """What a client wants to upload, under the field names its protocol uses."""
     renamed = {
         "fileName": body.get(name_field),
@@ -186,7 +191,7 @@ def _wanted(body: dict[str, Any], name_field: str, type_field: str, size_field: 
         "fileSize": body.get(size_field),
     }
     try:
-        return parse_presign(renamed)
+        return parse_presign(renamed, type_required=type_required)
     except BadRequest as exc:
         # Name the fields as this client sent them.
         for ours, theirs in (("fileName", name_field), ("contentType", type_field), ("fileSize", size_field)):
@@ -207,11 +212,17 @@ class SignRequest:
     wanted: PresignRequest | None
 
 
-def parse_sign(body: dict[str, Any], bucket: str) -> SignRequest:
-    """Read ``{method, key, uploadId?, partNumber?, expiresIn?}``.
+# Uppy's default object key: crypto.randomUUID() + "-" + the file's name.
+_UPPY_KEY = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}-(.+)", re.DOTALL)
 
-    The first request of an upload also takes ``contentType`` and optionally
-    ``fileName`` (else the key given) and ``fileSize``.
+
+def parse_sign(body: dict[str, Any], bucket: str) -> SignRequest:
+    """Read ``{method, key, uploadId?, partNumber?, expiresIn?}``, as Uppy 6 sends it.
+
+    The first request of an upload may also carry ``contentType``,
+    ``fileName`` (else the name in Uppy's ``<uuid>-<name>`` key) and
+    ``fileSize``. Uppy itself sends none of them: the upload is then signed
+    for any type and length, and save-metadata checks what arrived.
     """
     method = body.get("method")
     if not isinstance(method, str) or not method:
@@ -227,8 +238,9 @@ def parse_sign(body: dict[str, Any], bucket: str) -> SignRequest:
         # The first request of an upload: the service picks the key, so the
         # client's key is only a suggested file name.
         if body.get("fileName") is None:
-            body = {**body, "fileName": key}
-        wanted = _wanted(body, "fileName", "contentType", "fileSize")
+            uppy_key = _UPPY_KEY.fullmatch(key)
+            body = {**body, "fileName": uppy_key.group(1) if uppy_key else key}
+        wanted = _wanted(body, "fileName", "contentType", "fileSize", type_required=False)
         first = "put_object" if method == "PUT" else "create_multipart"
         return SignRequest(first, key, None, None, expires_in, wanted)
     operations = {("PUT", True): "upload_part", ("GET", False): "list_parts", ("POST", False): "complete",
