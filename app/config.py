@@ -252,14 +252,33 @@ def _r2_settings(r: _Reader) -> tuple[ProviderSettings | None, tuple[str, ...]]:
     ), ()
 
 
+# Backblaze's direct-upload article names two of the B2 guide's variables differently.
+B2_ALTERNATIVE_NAMES = {"B2_APPLICATION_KEY_ID": "B2_KEY_ID", "B2_BUCKET_NAME": "B2_BUCKET"}
+
+
+def _b2_endpoint(r: _Reader) -> str | None:
+    raw = r.get("B2_ENDPOINT_URL")
+    if raw is not None and "://" not in raw and _B2_HOST_REGION.match(raw.rstrip("/")):
+        # B2's console shows the endpoint as a bare host, and the article's
+        # SDK (new AWS.Endpoint(...)) takes it so, meaning HTTPS.
+        return f"https://{raw.rstrip('/')}"
+    return r.url("B2_ENDPOINT_URL")
+
+
 def _b2_settings(r: _Reader) -> tuple[ProviderSettings | None, tuple[str, ...]]:
+    for name, alternative in B2_ALTERNATIVE_NAMES.items():
+        if r.get(name) is None and r.get(alternative) is not None:
+            r.env = {**r.env, name: r.env[alternative]}
     required = ("B2_APPLICATION_KEY_ID", "B2_APPLICATION_KEY", "B2_BUCKET_NAME", "B2_ENDPOINT_URL")
-    endpoint = r.url("B2_ENDPOINT_URL")
+    endpoint = _b2_endpoint(r)
     bucket = r.bucket("B2_BUCKET_NAME")
     public_read = r.switch("B2_PUBLIC_READ", False)
     missing = _missing(r, required)
     if missing or endpoint is None:
-        return None, missing
+        return None, tuple(
+            f"{name} or {B2_ALTERNATIVE_NAMES[name]}" if name in B2_ALTERNATIVE_NAMES else name
+            for name in missing
+        )
     assert bucket is not None
     host = urlsplit(endpoint).hostname or ""
     match = _B2_HOST_REGION.match(host)

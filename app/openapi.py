@@ -523,6 +523,32 @@ def build_document(settings: Settings) -> dict[str, Any]:
     paths["/presign-b2-upload"] = {"post": _presign_operation("The B2 guide's presign route")}
     paths["/save-b2-metadata"] = {"post": _save_operation("The B2 guide's save route")}
     paths["/generate-upload-sas"] = {"post": _presign_operation("The Azure guide's SAS route")}
+    paths["/signed-request"] = {
+        "get": {
+            "summary": "Backblaze's direct-upload article: a 60-second PUT to B2, no type bound",
+            "tags": ["uploads"],
+            "security": _SECURITY,
+            "parameters": [
+                _param("name", "query", {"type": "string", "minLength": 1}, "The file's name.", True)
+            ],
+            "responses": {
+                "200": _json(
+                    {
+                        "allOf": [
+                            _ref("PresignResponse"),
+                            {
+                                "type": "object",
+                                "required": ["url"],
+                                "properties": {"url": {"type": "string", "description": "presignedUrl"}},
+                            },
+                        ]
+                    },
+                    "A signed PUT (the article's url) and the key to save with /save-b2-metadata.",
+                ),
+                **_errors("400", "401", "413", "429", "503"),
+            },
+        }
+    }
     paths["/providers"] = {
         "get": {
             "summary": "List the enabled providers",

@@ -139,7 +139,7 @@ def test_config_names_every_malformed_variable_at_once() -> None:
         "UPLOAD_URL_EXPIRES_SECONDS": "five minutes",
         "DEFAULT_PROVIDER": "gcs",
         **B2,
-        "B2_ENDPOINT_URL": "s3.us-west-004.backblazeb2.com",
+        "B2_ENDPOINT_URL": "ftp://s3.us-west-004.backblazeb2.com",
         "DB_POOL_SIZE": "0",
         **AZ,
         "AZURE_STORAGE_CONNECTION_STRING": "AccountName=acct",
@@ -190,3 +190,28 @@ def test_config_error_and_repr_never_show_secrets() -> None:
     shown = repr(settings)
     for secret in ("secret-pw", "aws-secret", "a2V5LWtleQ=="):
         assert secret not in shown
+
+
+def test_config_takes_backblazes_article_names_and_its_bare_endpoint_host() -> None:
+    env = {
+        **DB,
+        "B2_KEY_ID": "b2key",
+        "B2_APPLICATION_KEY": "b2-secret",
+        "B2_BUCKET": "tutorial-bucket",
+        # As B2's console shows it, and as the article's SDK takes it: HTTPS.
+        "B2_ENDPOINT_URL": "s3.us-west-004.backblazeb2.com",
+    }
+    b2 = load_settings(env).providers["b2"]
+    assert isinstance(b2, S3CompatibleSettings)
+    assert (b2.bucket, b2.access_key_id, b2.region) == ("tutorial-bucket", "b2key", "us-west-004")
+    assert b2.endpoint_url == "https://s3.us-west-004.backblazeb2.com"
+    # The guide's names win when both are set.
+    both = load_settings({**env, "B2_BUCKET_NAME": "my-neon-app-b2-files"}).providers["b2"]
+    assert isinstance(both, S3CompatibleSettings) and both.bucket == "my-neon-app-b2-files"
+
+
+def test_config_names_both_spellings_of_a_missing_b2_variable() -> None:
+    settings = load_settings(
+        {**DB, "B2_APPLICATION_KEY": "k", "B2_ENDPOINT_URL": "https://s3.us-west-004.backblazeb2.com"}
+    )
+    assert settings.missing["b2"] == ("B2_APPLICATION_KEY_ID or B2_KEY_ID", "B2_BUCKET_NAME or B2_BUCKET")

@@ -150,3 +150,61 @@ def test_guide_curl_sequence(
     assert row[KEY_COLUMNS[provider]] == answer["objectKey"]
     assert row["user_id"] == "user_123"
     assert row["size_bytes"] == len(b"bytes of " + file_name.encode())
+
+
+# The fifth seed: Backblaze's direct-upload article, with its own variable names.
+ARTICLE = (
+    'curl "http://localhost:3000/signed-request?name=test-article.txt"',
+    # The article's browser sends fetch(url, {method: 'PUT', body: file}): no header of ours.
+    'curl -X PUT "<URL>" --upload-file test-article.txt',
+    """curl -X POST http://localhost:3000/save-b2-metadata \\
+     -H "Content-Type: application/json" \\
+     -d '{"objectKey": "<OBJECT_KEY>"}'""",
+)
+
+
+def test_backblaze_articles_signed_request_sequence(
+    serve: Callable[..., str], app_env: dict[str, str], db: psycopg2.extensions.connection, tmp_path: Path
+) -> None:
+    base = serve(
+        B2_BUCKET=app_env["B2_BUCKET_NAME"],
+        B2_KEY_ID=app_env["B2_APPLICATION_KEY_ID"],
+        B2_BUCKET_NAME=None,
+        B2_APPLICATION_KEY_ID=None,
+    )
+    (tmp_path / "test-article.txt").write_bytes(b"straight to B2")
+    step1, step2, step3 = ARTICLE
+
+    status, body = curl(step1, base, tmp_path)
+    assert status == 200, body
+    answer = json.loads(body)
+    assert answer["provider"] == "b2"
+    assert answer["objectKey"].endswith("-test-article.txt")
+    assert answer["url"] == answer["presignedUrl"]
+    assert "X-Amz-Expires=60&" in answer["url"]  # the article's 60 seconds
+    assert "X-Amz-SignedHeaders=host&" in answer["url"]  # no type bound
+
+    status, body = curl(step2, base, tmp_path, URL=answer["url"])
+    assert status == 200, body
+
+    status, body = curl(step3, base, tmp_path, OBJECT_KEY=answer["objectKey"])
+    assert status == 201, body
+    [row] = rows(db, "b2")
+    assert row["object_key"] == answer["objectKey"]
+    assert row["file_name"] == "test-article.txt"
+    assert row["size_bytes"] == len(b"straight to B2")
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("", "name is required"),
+        ("?name=..%2F", "name has nothing left once path parts and control characters are removed"),
+    ],
+)
+def test_signed_request_refuses_a_missing_or_empty_name(
+    serve: Callable[..., str], tmp_path: Path, query: str, message: str
+) -> None:
+    status, body = curl(f'curl "http://localhost:3000/signed-request{query}"', serve(), tmp_path)
+    assert status == 400
+    assert json.loads(body) == {"success": False, "error": message}

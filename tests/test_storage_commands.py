@@ -119,13 +119,17 @@ def test_cors_prints_b2_native_rules_when_the_s3_api_refuses(
         in result.output
     )
     assert "the rules were NOT applied" in result.output
-    command = result.output.strip().splitlines()[-1].strip()
-    assert command.startswith("b2 bucket update --cors-rules '")
+    lines = [line.strip() for line in result.output.splitlines()]
+    [command] = [line for line in lines if line.startswith("b2 bucket update --cors-rules '")]
     assert command.endswith(f"' {b2.bucket}")
     rules = json.loads(command.split("'")[1])
     assert rules[0]["allowedOrigins"] == [ORIGIN]
     assert set(rules[0]["allowedOperations"]) >= {"s3_put", "s3_get", "s3_head"}
     assert rules[0]["exposeHeaders"] == ["etag"]
+    # The article's older CLI form, with the bucket's type as configured (private here).
+    [older] = [line for line in lines if line.startswith("b2 update-bucket --corsRules '")]
+    assert older.endswith(f"' {b2.bucket} allPrivate")
+    assert json.loads(older.split("'")[1]) == rules
 
 
 def test_check_passes_when_everything_is_set_up(make_app: Callable[..., Flask]) -> None:
@@ -168,5 +172,5 @@ def test_check_reports_bad_credentials_missing_buckets_and_a_dead_database(
     [r2] = [line for line in lines if line.startswith("r2 ")]
     assert "missing (run: flask storage create-buckets)" in r2
     [b2] = [line for line in lines if line.startswith("b2 ")]
-    assert "not configured (set B2_BUCKET_NAME)" in b2
+    assert "not configured (set B2_BUCKET_NAME or B2_BUCKET)" in b2
     assert "database: unreachable (OperationalError)" in result.output

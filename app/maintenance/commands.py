@@ -123,6 +123,14 @@ def cors_command(providers: tuple[str, ...], origins: tuple[str, ...]) -> None:
     S3, R2 and B2 through PutBucketCors; Azure through the Blob service's
     properties (CORS there is per storage account). Origins default to
     CORS_ALLOWED_ORIGINS.
+
+    B2 can also take the rules from Backblaze's own CLI, as its direct-upload
+    article does (``b2 update-bucket --corsRules '[{"corsRuleName":
+    "allowBrowserPut", "allowedOrigins": ["*"], "allowedHeaders": ["*"],
+    "allowedOperations": ["s3_put"], "maxAgeSeconds": 3600}]' <bucket>
+    allPublic``). ``s3_put`` alone is enough for single PUTs; the upload page's
+    downloads and uploads in parts also need s3_get, s3_head, s3_post and
+    s3_delete, which the rules printed on refusal include.
     """
     chosen = _origins(origins)
     if not chosen:
@@ -140,7 +148,11 @@ def cors_command(providers: tuple[str, ...], origins: tuple[str, ...]) -> None:
             click.echo(
                 f"b2: the S3 API refused PutBucketCors ({exc.message}); the rules were NOT applied.\n"
                 "Apply them with Backblaze's CLI (or the bucket's CORS settings in the web console):\n"
-                f"  b2 bucket update --cors-rules '{rules}' {provider.bucket}"
+                f"  b2 bucket update --cors-rules '{rules}' {provider.bucket}\n"
+                "or, with the older CLI that Backblaze's direct-upload article uses (it also sets the "
+                "bucket's type, here as B2_PUBLIC_READ says):\n"
+                f"  b2 update-bucket --corsRules '{rules}' {provider.bucket} "
+                f"{'allPublic' if provider.public_read else 'allPrivate'}"
             )
             not_applied.append(name)
             continue

@@ -262,6 +262,11 @@ def parse_companion_file(values: dict[str, Any]) -> PresignRequest:
     return _wanted(values, "filename", "type", "size")
 
 
+def parse_signed_request(values: dict[str, Any]) -> PresignRequest:
+    """Read Backblaze's article's ``?name=<file name>``: no type or size is named, so none is signed."""
+    return _wanted(values, "name", "contentType", "fileSize", type_required=False)
+
+
 def parse_parts(body: dict[str, Any]) -> list[tuple[int, str]]:
     """Read ``{parts: [{PartNumber, ETag}, ...]}``: ascending part numbers, each once."""
     parts = body.get("parts")

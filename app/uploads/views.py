@@ -18,11 +18,14 @@ from ..ratelimit import rate_limited
 from ..repository import StoredFile
 from ..storage import StorageProvider, get_provider
 from .files import FileService, parse_limit
-from .schemas import json_object, parse_presign, parse_save
+from .schemas import json_object, parse_presign, parse_save, parse_signed_request
 from .service import IssuedUpload, UploadService
 
 bp = Blueprint("uploads", __name__)
 guides_bp = Blueprint("guides", __name__)
+
+# Backblaze's direct-upload article signs its PUT for 60 seconds.
+SIGNED_REQUEST_SECONDS = 60
 
 
 def _settings() -> Settings:
@@ -196,3 +199,20 @@ def guide_save_b2_metadata() -> tuple[Response, int]:
 def guide_generate_upload_sas() -> tuple[Response, int]:
     """The Azure guide's SAS route."""
     return presign("azure")
+
+
+@guides_bp.get("/signed-request")
+@rate_limited("presign")
+def guide_signed_request() -> tuple[Response, int]:
+    """Backblaze's direct-upload article: ``?name=<file name>`` → ``{url, objectKey, ...}`` for B2.
+
+    The article's browser code sends ``fetch(url, {method: 'PUT', body: file})``:
+    no type is bound (the browser sends the file's own), and save-metadata
+    checks what arrived.
+    """
+    user_id = current_user_id()
+    provider = get_provider("b2")
+    wanted = parse_signed_request(request.args.to_dict())
+    expires_in = min(SIGNED_REQUEST_SECONDS, _settings().upload_url_expires_seconds)
+    issued = _uploads().issue_upload(provider, user_id, wanted, expires_in)
+    return jsonify({"url": issued.upload.url, **presign_body(issued)}), 200
