@@ -272,3 +272,102 @@ def test_download_expiry_is_checked_at_start_up(make_app: Callable[..., Flask], 
 
     with pytest.raises(ConfigError, match="DOWNLOAD_URL_EXPIRES_SECONDS"):
         make_app(DOWNLOAD_URL_EXPIRES_SECONDS=value)
+
+
+# Active content: types browsers run (HTML, SVG, XML, JavaScript) never reach a public bucket
+# or a pattern's allowance unless listed exactly, and download links never serve them inline.
+
+PUBLIC = {
+    "s3": {"S3_PUBLIC_READ": "on"},
+    "r2": {"R2_PUBLIC_BASE_URL": "https://files.example.com"},
+    "b2": {"B2_PUBLIC_READ": "on"},
+    "azure": {"AZURE_PUBLIC_READ": "on"},
+}
+ON_A_PUBLIC_BUCKET = (
+    "is not allowed on a public bucket, where browsers would run it; "
+    "list it exactly in ALLOWED_CONTENT_TYPES to accept it"
+)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize(
+    "content_type", ["text/html", "image/svg+xml", "application/xhtml+xml", "text/javascript", "text/xml"]
+)
+def test_a_public_bucket_refuses_active_types_unless_listed_exactly(
+    make_app: Callable[..., Flask], provider: str, content_type: str
+) -> None:
+    client = make_app(**PUBLIC[provider]).test_client()
+    body = {"fileName": "page.html", "contentType": content_type}
+    response = client.post(f"/{provider}/presign-upload", json=body)
+    assert response.status_code == 415
+    assert response.get_json()["error"] == f"contentType {content_type} {ON_A_PUBLIC_BUCKET}"
+    # A private bucket takes it (its links are signed, and attach it).
+    assert make_app().test_client().post(f"/{provider}/presign-upload", json=body).status_code == 200
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_pattern_never_admits_svg(make_app: Callable[..., Flask], provider: str) -> None:
+    client = make_app(ALLOWED_CONTENT_TYPES="image/*").test_client()
+    response = client.post(
+        f"/{provider}/presign-upload", json={"fileName": "a.svg", "contentType": "image/svg+xml"}
+    )
+    assert response.status_code == 415
+    assert response.get_json()["error"] == (
+        "contentType image/svg+xml is not allowed; allowed: image/* (a pattern never admits a type browsers "
+        "run, such as HTML, SVG or JavaScript: list it exactly)"
+    )
+    ok = client.post(f"/{provider}/presign-upload", json={"fileName": "a.png", "contentType": "image/png"})
+    assert ok.status_code == 200
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_an_active_type_listed_exactly_on_a_public_bucket_is_downloaded_as_an_attachment(
+    make_app: Callable[..., Flask], provider: str
+) -> None:
+    app = make_app(**PUBLIC[provider], ALLOWED_CONTENT_TYPES="image/svg+xml, image/png")
+    saved = upload(app.test_client(), provider, b"<svg/>", "logo.svg", "image/svg+xml")
+    # Not the plain URL, which the bucket would serve inline with the stored type.
+    assert saved["downloadUrl"] != saved["fileUrl"] and "?" in saved["downloadUrl"]
+    if provider != "r2":  # R2's public URL is made up here; the signed link is real
+        got = requests.get(saved["downloadUrl"], timeout=30)
+        assert got.status_code == 200
+        assert got.headers["Content-Disposition"].startswith("attachment;")
+    # An inert type on the same bucket keeps its plain public URL.
+    picture = upload(app.test_client(), provider, b"\x89PNG", "p.png", "image/png")
+    assert picture["downloadUrl"] == picture["fileUrl"]
+
+
+def test_an_azure_upload_replaced_by_html_on_a_public_container_is_refused_at_save(
+    make_app: Callable[..., Flask], db: psycopg2.extensions.connection
+) -> None:
+    from tests.helpers import presign, put, save
+
+    app = make_app(**PUBLIC["azure"])
+    client = app.test_client()
+    presigned = presign(client, "azure", "photo.png", "image/png", file_size=6)
+    # The SAS cannot bind the type: HTML lands where anyone could open it.
+    assert put(presigned, b"<html>", **{"Content-Type": "text/html"}).status_code == 201
+    response = save(client, "azure", presigned["objectKey"])
+    assert response.status_code == 415
+    assert response.get_json()["error"] == (
+        f"the uploaded file's content type text/html {ON_A_PUBLIC_BUCKET}; it was deleted"
+    )
+    with app.app_context():
+        assert get_provider("azure").head(presigned["objectKey"]) is None
+    assert rows(db, "azure") == []
+
+
+@pytest.mark.parametrize("provider", ["s3", "r2", "b2"])
+def test_a_public_bucket_never_signs_an_upload_of_unbound_type(
+    make_app: Callable[..., Flask], provider: str
+) -> None:
+    client = make_app(**PUBLIC[provider]).test_client()
+    response = client.post(f"/{provider}/s3/sign", json={"method": "PUT", "key": "a.png"})
+    assert response.status_code == 400
+    assert response.get_json()["error"] == (
+        f"contentType is required: the {provider} bucket is public, so an upload's type must be signed"
+    )
+    typed = client.post(
+        f"/{provider}/s3/sign", json={"method": "PUT", "key": "a.png", "contentType": "image/png"}
+    )
+    assert typed.status_code == 200

@@ -129,14 +129,16 @@ class StorageProvider(ABC):
     def presign_download(self, key: str, expires_in: int, content_disposition: str | None = None) -> str:
         """Sign a GET of ``key``; the response carries ``content_disposition`` when given."""
 
-    def download_url(self, key: str, expires_in: int, content_disposition: str) -> str:
-        """Return a URL that reads ``key``: plain for a public bucket, else signed.
+    def download_url(
+        self, key: str, expires_in: int, content_disposition: str, *, plain_ok: bool = True
+    ) -> str:
+        """Return a URL that reads ``key``: plain for a public bucket (when ``plain_ok``), else signed.
 
         A public URL is served with the object's stored headers: only a signed
         one can force ``content_disposition`` (S3 refuses response-header
-        overrides on anonymous GETs).
+        overrides on anonymous GETs), so a type browsers run gets a signed one.
         """
-        if self.public_read:
+        if self.public_read and plain_ok:
             return self.object_url(key)
         return self.presign_download(key, expires_in, content_disposition)
 

@@ -16,7 +16,7 @@ from ..db import release_db
 from ..errors import BadRequest, NotFound
 from ..repository import FileRepository, StoredFile
 from ..storage import StorageProvider
-from .policy import media_essence
+from .policy import is_active_type, media_essence
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
@@ -96,7 +96,11 @@ class FileService:
         """Return a fresh link that reads the file (public, or signed for a private bucket)."""
         name = row.file_name or row.object_key.rsplit("/", 1)[-1]
         return provider.download_url(
-            row.object_key, self._expires, content_disposition(name, row.content_type)
+            row.object_key,
+            self._expires,
+            content_disposition(name, row.content_type),
+            # Even on a public bucket: the plain URL would serve HTML or SVG inline.
+            plain_ok=not is_active_type(row.content_type or ""),
         )
 
     def list_files(self, provider: StorageProvider, user_id: str, limit: int, cursor: str | None) -> FilePage:

@@ -12,6 +12,31 @@ def media_essence(content_type: str) -> str:
     return content_type.split(";", 1)[0].strip().lower()
 
 
+# Types a browser runs, or renders as a document that can carry script, when
+# served inline: HTML, SVG and other XML, JavaScript. Any "+xml" type counts.
+ACTIVE_TYPES = frozenset(
+    {
+        "text/html",
+        "application/xhtml+xml",
+        "image/svg+xml",
+        "text/xml",
+        "application/xml",
+        "text/xsl",
+        "text/javascript",
+        "application/javascript",
+        "application/x-javascript",
+        "application/ecmascript",
+        "text/ecmascript",
+    }
+)
+
+
+def is_active_type(content_type: str) -> bool:
+    """Whether a browser would run ``content_type`` (or a document of it) served inline."""
+    essence = media_essence(content_type)
+    return essence in ACTIVE_TYPES or essence.endswith("+xml")
+
+
 def normalize_media_type(content_type: str) -> str:
     """Return a content type in one canonical spelling, for comparing two of them."""
     essence, _, params = content_type.partition(";")
@@ -31,32 +56,56 @@ class UploadPolicy:
     #: patterns such as "image/*" or "application/pdf"; empty allows any type
     allowed_types: tuple[str, ...] = ()
 
-    def allows_type(self, content_type: str) -> bool:
-        """Return whether ``content_type`` matches the allowlist."""
-        if not self.allowed_types:
-            return True
-        essence = media_essence(content_type)
+    def allows_type(self, content_type: str, *, public: bool = False) -> bool:
+        """Return whether ``content_type`` may be stored (``public``: in a bucket anyone can read)."""
+        return self._type_refusal(media_essence(content_type), public) is None
+
+    def _type_refusal(self, essence: str, public: bool) -> str | None:
+        """Why ``essence`` may not be stored, as the end of a sentence; None when it may."""
+        allowed = ", ".join(self.allowed_types)
         major = essence.split("/", 1)[0]
-        return any(p in ("*/*", essence) or p == f"{major}/*" for p in self.allowed_types)
+        matches_pattern = any(p in ("*/*", f"{major}/*") for p in self.allowed_types)
+        if is_active_type(essence):
+            # A type browsers run is admitted only by name: "image/*" means
+            # pictures, not SVG's scripts. A public bucket serves objects
+            # inline at their plain URL, so there even "any type" excludes them.
+            if essence in self.allowed_types or (not self.allowed_types and not public):
+                return None
+            if not self.allowed_types:
+                return (
+                    "is not allowed on a public bucket, where browsers would run it; "
+                    "list it exactly in ALLOWED_CONTENT_TYPES to accept it"
+                )
+            if matches_pattern:
+                return (
+                    f"is not allowed; allowed: {allowed} (a pattern never admits a type browsers run, "
+                    "such as HTML, SVG or JavaScript: list it exactly)"
+                )
+            return f"is not allowed; allowed: {allowed}"
+        if not self.allowed_types or matches_pattern or essence in self.allowed_types:
+            return None
+        return f"is not allowed; allowed: {allowed}"
 
     def limit_for(self, provider_limit: int) -> int:
         """Return the most one upload may carry to a provider whose own limit is ``provider_limit``."""
         return min(self.max_bytes, provider_limit)
 
-    def check_presign(self, content_type: str, declared_size: int | None, provider_limit: int) -> None:
+    def check_presign(
+        self, content_type: str, declared_size: int | None, provider_limit: int, *, public: bool = False
+    ) -> None:
         """Refuse, before signing, what could never be accepted."""
         limit = self.limit_for(provider_limit)
         if declared_size is not None and declared_size > limit:
             raise PayloadTooLarge(f"fileSize {declared_size} is over the {limit} byte upload limit")
         # No type named (Uppy's signRequest): the stored type is checked at save.
-        if content_type and not self.allows_type(content_type):
-            allowed = ", ".join(self.allowed_types)
-            raise UnsupportedMediaType(
-                f"contentType {media_essence(content_type)} is not allowed; allowed: {allowed}"
-            )
+        if content_type:
+            essence = media_essence(content_type)
+            refusal = self._type_refusal(essence, public)
+            if refusal is not None:
+                raise UnsupportedMediaType(f"contentType {essence} {refusal}")
 
     def problem_with_stored(
-        self, *, size: int, content_type: str | None
+        self, *, size: int, content_type: str | None, public: bool = False
     ) -> PayloadTooLarge | UnsupportedMediaType | None:
         """Return why no presign could have allowed this stored object, or None.
 
@@ -67,19 +116,25 @@ class UploadPolicy:
             return PayloadTooLarge(
                 f"the uploaded file is {size} bytes, over the {self.max_bytes} byte limit; it was deleted"
             )
-        if not self.allows_type(content_type or ""):
-            allowed = ", ".join(self.allowed_types)
-            shown = media_essence(content_type) if content_type else "none"
+        essence = media_essence(content_type or "")
+        refusal = self._type_refusal(essence, public)
+        if refusal is not None:
             return UnsupportedMediaType(
-                f"the uploaded file's content type {shown} is not allowed; allowed: {allowed}; it was deleted"
+                f"the uploaded file's content type {essence or 'none'} {refusal}; it was deleted"
             )
         return None
 
     def problem_with_upload(
-        self, *, size: int, content_type: str | None, declared_size: int | None, presigned_type: str
+        self,
+        *,
+        size: int,
+        content_type: str | None,
+        declared_size: int | None,
+        presigned_type: str,
+        public: bool = False,
     ) -> PayloadTooLarge | UnsupportedMediaType | UnprocessableEntity | None:
         """Return why an uploaded object must be refused against its presign record, or None."""
-        problem = self.problem_with_stored(size=size, content_type=content_type)
+        problem = self.problem_with_stored(size=size, content_type=content_type, public=public)
         if problem is not None:
             return problem
         if declared_size is not None and size > declared_size:

@@ -11,6 +11,7 @@ from ..config import PROVIDERS
 from ..db import release_db
 from ..errors import (
     ApiError,
+    BadRequest,
     Conflict,
     Forbidden,
     Gone,
@@ -80,7 +81,13 @@ class UploadService:
         ``limit`` is the most the provider takes through the way this key will
         be uploaded (one PUT, or parts).
         """
-        self._policy.check_presign(wanted.content_type, wanted.file_size, limit)
+        if not wanted.content_type and provider.public_read:
+            # Nothing would stop an HTML page from landing where anyone can open it.
+            raise BadRequest(
+                f"contentType is required: the {provider.name} bucket is public, "
+                "so an upload's type must be signed"
+            )
+        self._policy.check_presign(wanted.content_type, wanted.file_size, limit, public=provider.public_read)
         return self.key_signer().issue(
             provider.name,
             user_id,
@@ -168,7 +175,7 @@ class UploadService:
         release_db()
         info = self._head(provider, key)
         problem: ApiError | None = self._policy.problem_with_stored(
-            size=info.size, content_type=info.content_type
+            size=info.size, content_type=info.content_type, public=provider.public_read
         )
         content_type = normalize_media_type(info.content_type or "")
         if problem is None and not self.key_signer().matches_presign(key, content_type, info.size):
@@ -229,6 +236,7 @@ class UploadService:
             content_type=info.content_type,
             declared_size=pending.declared_size,
             presigned_type=pending.content_type,
+            public=provider.public_read,
         )
         if problem is not None:
             return self._refuse(provider, user_id, key, field, problem)
