@@ -263,12 +263,20 @@ class NetworkPostgres:
 
 @dataclass
 class SeaweedS3:
-    """SeaweedFS with its S3 gateway: a real SigV4 implementation, one bucket per provider."""
+    """SeaweedFS with its S3 gateway: a real SigV4 implementation, one bucket per provider.
+
+    Clients reach it through ``devstack/s3_types.py`` on ``port``, which
+    reports an object stored as ``application/octet-stream`` as S3 does,
+    where SeaweedFS itself answers a type guessed from the key's extension.
+    """
 
     data_dir: Path
     port: int = 8333
     identities: tuple[S3Identity, ...] = S3_IDENTITIES
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    #: SeaweedFS's own S3 port, behind the proxy (for tests of the quirk itself)
+    gateway_port: int = 0
+    _types_proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def endpoint(self) -> str:
@@ -293,23 +301,33 @@ class SeaweedS3:
         }
         config_path = self.data_dir / "identities.json"
         config_path.write_text(json.dumps(config))
-        ports = [free_port(also_free=lambda p: [p + 10000]) for _ in range(3)]
-        master, volume, filer = ports
+        ports = [free_port(also_free=lambda p: [p + 10000]) for _ in range(4)]
+        master, volume, filer, gateway = ports
+        self.gateway_port = gateway
         args = [
             weed, "server",
             f"-dir={self.data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             f"-master.port={master}", f"-master.port.grpc={master + 10000}",
             f"-volume.port={volume}", f"-volume.port.grpc={volume + 10000}",
             f"-filer.port={filer}", f"-filer.port.grpc={filer + 10000}",
-            "-s3", f"-s3.port={self.port}", f"-s3.port.grpc={self.port + 10000}",
+            "-s3", f"-s3.port={gateway}", f"-s3.port.grpc={gateway + 10000}",
             f"-s3.config={config_path}", "-s3.port.iceberg=0", "-s3.port.lance=0",
             "-master.telemetry=false",
             # Without these SeaweedFS runs out of writable volumes after a few buckets.
             "-volume.max=0", "-master.volumeSizeLimitMB=64", "-master.volumePreallocate=false",
         ]  # fmt: skip
         self._proc = spawn(args, self.data_dir, "weed")
+        types = [
+            sys.executable,
+            str(ROOT / "devstack" / "s3_types.py"),
+            str(self.port),
+            str(gateway),
+            str(filer),
+        ]
+        self._types_proc = spawn(types, self.data_dir, "s3-types")
         try:
-            wait_until(lambda: not port_is_free(self.port), 60, "SeaweedFS S3 gateway", self._proc)
+            wait_until(lambda: not port_is_free(gateway), 60, "SeaweedFS S3 gateway", self._proc)
+            wait_until(lambda: not port_is_free(self.port), 10, "the S3 type proxy", self._types_proc)
             for identity in self.identities:
                 self._ensure_bucket(identity)
         except BaseException:
@@ -354,9 +372,10 @@ class SeaweedS3:
         wait_until(ready, 60, f"SeaweedFS bucket {identity.bucket}", self._proc)
 
     def stop(self) -> None:
-        """Stop SeaweedFS (it ignores SIGTERM for a long while, so the grace is short)."""
+        """Stop SeaweedFS (it ignores SIGTERM for a long while, so the grace is short) and its proxy."""
+        _stop_process(self._types_proc, grace=2)
         _stop_process(self._proc, grace=2)
-        self._proc = None
+        self._proc = self._types_proc = None
 
 
 def find_azurite() -> Path | None:

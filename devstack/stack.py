@@ -43,6 +43,7 @@ class LocalStack:
         """Start what ``env`` lacks; return the variables that point the service at it."""
         out: dict[str, str] = {}
         kill_leftover(self.data_dir / "seaweedfs", "weed")
+        kill_leftover(self.data_dir / "seaweedfs", "s3-types")
         kill_leftover(self.data_dir / "azurite", "azurite")
         try:
             if not env.get("DATABASE_URL"):

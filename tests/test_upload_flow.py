@@ -8,6 +8,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
+import boto3
 import psycopg2.extensions
 import pytest
 import requests
@@ -305,3 +306,40 @@ def test_guides_shared_save_route_saves_to_the_provider_that_issued_the_key(
     [row] = rows(db, provider)
     # The URL a client sends is never stored.
     assert row["file_url"] == presigned["publicFileUrl"]
+
+
+@pytest.mark.parametrize("provider", S3_FAMILY)
+@pytest.mark.parametrize("name", ["notes.ini", "photo.png", "readme.txt", "data.bin"])
+def test_a_file_uploaded_as_octet_stream_is_saved_as_octet_stream(
+    client: FlaskClient, provider: str, name: str
+) -> None:
+    # What browsers and Uppy send for a type they do not know; real S3, R2 and B2 store it as sent.
+    presigned = presign(client, provider, name, "application/octet-stream", file_size=5)
+    assert put(presigned, b"[a]\n\n").status_code == 200
+    response = save(client, provider, presigned["objectKey"])
+    assert response.status_code == 201, response.get_json()
+    assert response.get_json()["file"]["contentType"] == "application/octet-stream"
+
+
+def test_seaweedfs_itself_still_guesses_a_type_for_octet_stream(stack: tuple[object, dict[str, str]]) -> None:
+    # Why devstack/s3_types.py stands in front of it: if this ever fails, SeaweedFS
+    # stores what was sent and the proxy can go.
+    local = stack[0]
+    seaweed = local.seaweed  # type: ignore[attr-defined]
+    identity = seaweed.identities[0]
+    raw = boto3.session.Session().client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{seaweed.gateway_port}",
+        aws_access_key_id=identity.access_key,
+        aws_secret_access_key=identity.secret_key,
+        region_name="us-east-1",
+    )
+    key = f"quirk-{uuid.uuid4().hex}.ini"
+    raw.put_object(Bucket=identity.bucket, Key=key, Body=b"[a]", ContentType="application/octet-stream")
+    try:
+        assert raw.head_object(Bucket=identity.bucket, Key=key)["ContentType"] == "text/plain; charset=utf-8"
+        assert seaweed.client(identity).head_object(Bucket=identity.bucket, Key=key)["ContentType"] == (
+            "application/octet-stream"
+        )
+    finally:
+        raw.delete_object(Bucket=identity.bucket, Key=key)
