@@ -368,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="upload-bench-"))
     postgres = NetworkPostgres(workdir / "postgres")
-    stack = LocalStack(workdir / "stack", s3_port=None, azurite_port=None)
+    # SeaweedFS itself, without the dev stack's type proxy: the numbers are the service's.
+    stack = LocalStack(workdir / "stack", s3_port=None, azurite_port=None, exact_types=False)
     servers: list[Server] = []
     try:
         print("starting PostgreSQL (TCP, SCRAM, TLS if available), SeaweedFS and Azurite ...", flush=True)

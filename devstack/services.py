@@ -274,6 +274,8 @@ class SeaweedS3:
     port: int = 8333
     identities: tuple[S3Identity, ...] = S3_IDENTITIES
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    #: put devstack/s3_types.py in front (off: clients talk to SeaweedFS itself, as bench/ does)
+    type_proxy: bool = True
     #: SeaweedFS's own S3 port, behind the proxy (for tests of the quirk itself)
     gateway_port: int = 0
     _types_proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
@@ -303,6 +305,8 @@ class SeaweedS3:
         config_path.write_text(json.dumps(config))
         ports = [free_port(also_free=lambda p: [p + 10000]) for _ in range(4)]
         master, volume, filer, gateway = ports
+        if not self.type_proxy:
+            gateway = self.port
         self.gateway_port = gateway
         args = [
             weed, "server",
@@ -317,17 +321,13 @@ class SeaweedS3:
             "-volume.max=0", "-master.volumeSizeLimitMB=64", "-master.volumePreallocate=false",
         ]  # fmt: skip
         self._proc = spawn(args, self.data_dir, "weed")
-        types = [
-            sys.executable,
-            str(ROOT / "devstack" / "s3_types.py"),
-            str(self.port),
-            str(gateway),
-            str(filer),
-        ]
-        self._types_proc = spawn(types, self.data_dir, "s3-types")
+        if self.type_proxy:
+            proxy = [sys.executable, str(ROOT / "devstack" / "s3_types.py"), str(self.port), str(gateway)]
+            self._types_proc = spawn([*proxy, str(filer)], self.data_dir, "s3-types")
         try:
             wait_until(lambda: not port_is_free(gateway), 60, "SeaweedFS S3 gateway", self._proc)
-            wait_until(lambda: not port_is_free(self.port), 10, "the S3 type proxy", self._types_proc)
+            if self._types_proc is not None:
+                wait_until(lambda: not port_is_free(self.port), 10, "the S3 type proxy", self._types_proc)
             for identity in self.identities:
                 self._ensure_bucket(identity)
         except BaseException:

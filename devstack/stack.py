@@ -34,6 +34,8 @@ class LocalStack:
     data_dir: Path
     s3_port: int | None = 8333
     azurite_port: int | None = 10000
+    #: report objects stored as application/octet-stream as S3 does (see devstack/s3_types.py)
+    exact_types: bool = True
     postgres: EmbeddedPostgres | None = None
     seaweed: SeaweedS3 | None = None
     azurite: Azurite | None = None
@@ -53,7 +55,12 @@ class LocalStack:
             emulate_s3 = [i for i in S3_IDENTITIES if not env.get(_CONFIGURED_BY[i.provider])]
             if emulate_s3:
                 port = free_port(self.s3_port, also_free=lambda p: [p + 10000])
-                self.seaweed = SeaweedS3(self.data_dir / "seaweedfs", port=port, identities=tuple(emulate_s3))
+                self.seaweed = SeaweedS3(
+                    self.data_dir / "seaweedfs",
+                    port=port,
+                    identities=tuple(emulate_s3),
+                    type_proxy=self.exact_types,
+                )
                 self.seaweed.start()
                 for identity in emulate_s3:
                     out.update(self.s3_variables(identity.provider))
