@@ -67,8 +67,10 @@ class JwksCache:
                 continue
             try:
                 key = jwt.PyJWK(entry)
-            except jwt.PyJWTError:
-                continue  # a key type we cannot use; others may still do
+            except Exception as exc:  # noqa: BLE001 - PyJWT raises NotImplementedError for alg "none", ...
+                # A key we cannot use must not stop the others from working.
+                log.warning("JWKS: skipping an unusable key (%s)", type(exc).__name__)
+                continue
             # A published symmetric key would let anyone who reads the JWKS sign.
             if key.algorithm_name in JWKS_ALGORITHMS:
                 keys[entry.get("kid")] = key

@@ -277,6 +277,23 @@ def test_a_jwks_key_without_alg_takes_the_algorithm_its_type_implies(
         )
 
 
+def test_an_unusable_key_in_the_jwks_does_not_stop_the_others(
+    make_app: Callable[..., Flask], rsa_key: KeyPair
+) -> None:
+    server = JwksServer()
+    # PyJWT raises NotImplementedError (not a JWT error) for alg "none".
+    server.keys = [{**rsa_key.jwk, "kid": "broken", "alg": "none"}, {"kty": "weird"}, rsa_key.jwk]
+    with server.running():
+        client = make_app(AUTH_MODE=None, AUTH_JWKS_URL=server.url).test_client()
+        good = jwt.encode(claims("erin"), rsa_key.private, algorithm="RS256", headers={"kid": rsa_key.kid})
+        assert client.post("/s3/presign-upload", json=GOOD, headers=bearer(good)).status_code == 200
+        broken = jwt.encode(claims("erin"), rsa_key.private, algorithm="RS256", headers={"kid": "broken"})
+        refused(
+            client.post("/s3/presign-upload", json=GOOD, headers=bearer(broken)),
+            "token signing key is unknown",
+        )
+
+
 def test_a_symmetric_key_published_in_the_jwks_is_never_used(make_app: Callable[..., Flask]) -> None:
     server = JwksServer()
     secret = b"k" * 32

@@ -163,6 +163,7 @@ def test_starting_an_upload_in_parts_counts_as_a_presign_and_its_steps_as_parts(
         ("POST", "/s3/s3/sign", {"method": "PUT", "key": "a.txt", "contentType": "text/plain"}),
         ("POST", "/s3/s3/sign", {"method": "PUT", "key": "k", "uploadId": "u", "partNumber": 1}),
         ("POST", "/s3/s3/sign", None),
+        ("POST", "/s3/s3/sign", {"method": "PUT", "key": "k", "padding": "x" * 70_000}),  # over 64 KiB
         ("GET", "/s3/s3/params?filename=a.txt&type=text/plain", None),
         ("POST", "/s3/s3/multipart", {"filename": "a.txt", "type": "text/plain"}),
         ("GET", "/s3/s3/multipart/u/1?key=k", None),

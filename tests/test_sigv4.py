@@ -141,19 +141,22 @@ def test_presigned_head_urls_match_botocore_byte_for_byte(
     "disposition",
     [None, "attachment; filename=\"r_sum_.txt\"; filename*=UTF-8''r%C3%A9sum%C3%A9.txt", "inline; x=~!*'()"],
 )
+@pytest.mark.parametrize("content_type", [None, "image/png", "text/plain; charset=utf-8"])
 def test_presigned_download_urls_match_botocore_byte_for_byte(
-    config: tuple[str, str, str | None, str, str], key: str, disposition: str | None
+    config: tuple[str, str, str | None, str, str], key: str, disposition: str | None, content_type: str | None
 ) -> None:
     # Download links are signed here for every listed file, so they skip botocore too.
     p = provider(*config)
     params = {"Bucket": p.bucket, "Key": key}
     if disposition is not None:
         params["ResponseContentDisposition"] = disposition
+    if content_type is not None:
+        params["ResponseContentType"] = content_type
     with mock.patch("botocore.auth.get_current_datetime", return_value=NOW.replace(tzinfo=None)):
         expected = p._client.generate_presigned_url("get_object", Params=params, ExpiresIn=900)
     with mock.patch("app.storage.sigv4.datetime") as clock:
         clock.now.return_value = NOW
-        assert p.presign_download(key, 900, disposition) == expected
+        assert p.presign_download(key, 900, disposition, content_type) == expected
 
 
 def test_extra_query_parameters_must_sort_after_the_signature_ones() -> None:

@@ -100,6 +100,7 @@ class AzureBlobProvider(StorageProvider):
         permission: BlobSasPermissions,
         expires_at: datetime,
         content_disposition: str | None = None,
+        content_type: str | None = None,
     ) -> str:
         return generate_blob_sas(
             account_name=self._settings.account_name,
@@ -110,6 +111,7 @@ class AzureBlobProvider(StorageProvider):
             expiry=expires_at,
             protocol=self._sas_protocol,
             content_disposition=content_disposition,
+            content_type=content_type,
         )
 
     def presign_upload(
@@ -133,10 +135,16 @@ class AzureBlobProvider(StorageProvider):
             expires_at=expires_at,
         )
 
-    def presign_download(self, key: str, expires_in: int, content_disposition: str | None = None) -> str:
-        """Sign a read-only SAS for ``key`` (``rscd`` sets the response's Content-Disposition)."""
+    def presign_download(
+        self,
+        key: str,
+        expires_in: int,
+        content_disposition: str | None = None,
+        content_type: str | None = None,
+    ) -> str:
+        """Sign a read-only SAS for ``key`` (``rscd``/``rsct`` set the response's disposition and type)."""
         expires_at = datetime.now(UTC) + timedelta(seconds=expires_in)
-        sas = self._sas(key, BlobSasPermissions(read=True), expires_at, content_disposition)
+        sas = self._sas(key, BlobSasPermissions(read=True), expires_at, content_disposition, content_type)
         return f"{self.object_url(key)}?{sas}"
 
     def object_url(self, key: str) -> str:

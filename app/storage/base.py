@@ -126,11 +126,23 @@ class StorageProvider(ABC):
         """Sign a single-request upload of ``key``."""
 
     @abstractmethod
-    def presign_download(self, key: str, expires_in: int, content_disposition: str | None = None) -> str:
-        """Sign a GET of ``key``; the response carries ``content_disposition`` when given."""
+    def presign_download(
+        self,
+        key: str,
+        expires_in: int,
+        content_disposition: str | None = None,
+        content_type: str | None = None,
+    ) -> str:
+        """Sign a GET of ``key``; the response carries the disposition and type given."""
 
     def download_url(
-        self, key: str, expires_in: int, content_disposition: str, *, plain_ok: bool = True
+        self,
+        key: str,
+        expires_in: int,
+        content_disposition: str,
+        *,
+        content_type: str | None = None,
+        plain_ok: bool = True,
     ) -> str:
         """Return a URL that reads ``key``: plain for a public bucket (when ``plain_ok``), else signed.
 
@@ -140,7 +152,7 @@ class StorageProvider(ABC):
         """
         if self.public_read and plain_ok:
             return self.object_url(key)
-        return self.presign_download(key, expires_in, content_disposition)
+        return self.presign_download(key, expires_in, content_disposition, content_type)
 
     @abstractmethod
     def object_url(self, key: str) -> str:

@@ -223,10 +223,22 @@ class S3CompatibleProvider(StorageProvider):
             for upload in page.get("Uploads", []):
                 yield MultipartUpload(upload["Key"], upload["UploadId"], upload["Initiated"])
 
-    def presign_download(self, key: str, expires_in: int, content_disposition: str | None = None) -> str:
+    def presign_download(
+        self,
+        key: str,
+        expires_in: int,
+        content_disposition: str | None = None,
+        content_type: str | None = None,
+    ) -> str:
         """Sign a GET of ``key`` (botocore's ``get_object`` URL, byte for byte)."""
-        query = {"response-content-disposition": content_disposition} if content_disposition else None
-        return self._signer.presign("GET", f"{self._api_base}/{quote_key(key)}", {}, expires_in, query=query)
+        query = {}
+        if content_disposition:
+            query["response-content-disposition"] = content_disposition
+        if content_type:
+            query["response-content-type"] = content_type
+        return self._signer.presign(
+            "GET", f"{self._api_base}/{quote_key(key)}", {}, expires_in, query=query or None
+        )
 
     def object_url(self, key: str) -> str:
         """Return the unsigned URL of ``key``."""

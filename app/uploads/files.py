@@ -19,6 +19,7 @@ from ..storage import StorageProvider
 from .policy import is_active_type, media_essence
 
 DEFAULT_PAGE_SIZE = 20
+OCTET_STREAM = "application/octet-stream"
 MAX_PAGE_SIZE = 100
 # ids are SERIAL (int4): nothing above this can exist.
 MAX_FILE_ID = 2**31 - 1
@@ -95,12 +96,16 @@ class FileService:
     def download_url(self, provider: StorageProvider, row: StoredFile) -> str:
         """Return a fresh link that reads the file (public, or signed for a private bucket)."""
         name = row.file_name or row.object_key.rsplit("/", 1)[-1]
+        active = is_active_type(row.content_type or "")
         return provider.download_url(
             row.object_key,
             self._expires,
             content_disposition(name, row.content_type),
+            # The type recorded when the file was checked, not whatever the
+            # object holds now (a replayed upload URL can replace it).
+            content_type=OCTET_STREAM if active or not row.content_type else row.content_type,
             # Even on a public bucket: the plain URL would serve HTML or SVG inline.
-            plain_ok=not is_active_type(row.content_type or ""),
+            plain_ok=not active,
         )
 
     def list_files(self, provider: StorageProvider, user_id: str, limit: int, cursor: str | None) -> FilePage:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..auth import current_user_id
 from ..errors import BadRequest
@@ -57,7 +58,7 @@ def sign(provider: str) -> tuple[Response, int]:
     # scope depends on the body: the first request of an upload is a presign.
     try:
         body = json_object()
-    except BadRequest:
+    except (BadRequest, RequestEntityTooLarge):
         check_rate("presign")
         current_user_id()  # a bad token is told before a bad body, as on every route
         raise

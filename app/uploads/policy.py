@@ -13,9 +13,14 @@ def media_essence(content_type: str) -> str:
 
 
 # Types a browser runs, or renders as a document that can carry script, when
-# served inline: HTML, SVG and other XML, JavaScript. Any "+xml" type counts.
+# served inline: HTML, SVG and other XML, JavaScript. Any "+xml" type counts,
+# and so do the types browsers sniff for HTML (WHATWG MIME Sniffing: unknown/unknown,
+# application/unknown, */*) and multipart/x-mixed-replace, whose parts render.
 ACTIVE_TYPES = frozenset(
     {
+        "unknown/unknown",
+        "application/unknown",
+        "*/*",
         "text/html",
         "application/xhtml+xml",
         "image/svg+xml",
@@ -34,7 +39,7 @@ ACTIVE_TYPES = frozenset(
 def is_active_type(content_type: str) -> bool:
     """Whether a browser would run ``content_type`` (or a document of it) served inline."""
     essence = media_essence(content_type)
-    return essence in ACTIVE_TYPES or essence.endswith("+xml")
+    return essence in ACTIVE_TYPES or essence.endswith("+xml") or essence.startswith("multipart/")
 
 
 def normalize_media_type(content_type: str) -> str:
