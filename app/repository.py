@@ -7,6 +7,7 @@ Their names come from a fixed table below, never from input.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from collections.abc import Callable, Sequence
@@ -86,13 +87,18 @@ class NewFile:
 # The batch travels as one JSON array of arrays: json.dumps is C, where
 # adapting eight Python lists for unnest() cost ~4x as much per row.
 # ``created_at`` is the presign's own time (epoch seconds), whenever the batch lands.
+# A key recorded again (a multipart step signed later) only pushes its expiry
+# out, so a sweep never takes a key while any URL signed for it still works;
+# a saved or claimed record is left as it is.
 INSERT_PENDING_BATCH = """
-    INSERT INTO pending_uploads
+    INSERT INTO pending_uploads AS p
         (object_key, provider, user_id, file_name, content_type, declared_size, created_at, expires_at)
     SELECT r->>0, r->>1, r->>2, r->>3, r->>4, (r->>5)::bigint,
            to_timestamp((r->>6)::float8), to_timestamp((r->>7)::float8)
     FROM json_array_elements(%(records)s::json) AS r
-    ON CONFLICT (object_key) DO NOTHING
+    ON CONFLICT (object_key) DO UPDATE SET expires_at = EXCLUDED.expires_at
+        WHERE p.expires_at < EXCLUDED.expires_at AND p.saved_at IS NULL AND p.sweep_claimed_at IS NULL
+          AND p.user_id = EXCLUDED.user_id
 """
 
 SELECT_SECRET = "SELECT secret FROM service_secrets WHERE name = %(name)s"  # noqa: S105 - a query
@@ -251,14 +257,23 @@ class FileRepository:
         return scoped_result
 
     def record_pending_batch(self, records: Sequence[PendingUpload]) -> None:
-        """Remember who each key was issued to; keys already recorded are left alone."""
+        """Remember who each key was issued to; a key already recorded only gets the later expiry."""
+        # One row per key per statement (ON CONFLICT DO UPDATE may touch a row once):
+        # the first record of a key, with the latest expiry any of them carries.
+        merged: dict[str, PendingUpload] = {}
+        for record in records:
+            first = merged.get(record.object_key)
+            if first is None:
+                merged[record.object_key] = record
+            elif record.expires_at > first.expires_at:
+                merged[record.object_key] = dataclasses.replace(first, expires_at=record.expires_at)
         by_user: dict[str, list[PendingUpload]] = {}
         if self._row_level_security:
             # Each user's rows are written in a transaction that names that user.
-            for record in records:
+            for record in merged.values():
                 by_user.setdefault(record.user_id, []).append(record)
         else:
-            by_user[""] = list(records)
+            by_user[""] = list(merged.values())
         for user_id, batch in by_user.items():
             records_json = json.dumps(
                 [
@@ -419,6 +434,13 @@ SWEEP_CLAIM = """
     RETURNING p.object_key, p.provider
 """
 
+# Keys some URL signed for them may still upload to: their unfinished
+# multipart uploads are not aborted.
+SELECT_LIVE_KEYS = """
+    SELECT object_key FROM pending_uploads
+    WHERE object_key = ANY(%(keys)s) AND expires_at >= now()
+"""
+
 MARK_SWEPT = """
     UPDATE pending_uploads SET swept_at = now()
     WHERE object_key = ANY(%(keys)s) AND sweep_claimed_at IS NOT NULL
@@ -567,6 +589,12 @@ class MaintenanceRepository:
             "stale": stale_after,
         }
         return [(row[0], row[1]) for row in self._one(SWEEP_CLAIM, params)]
+
+    def live_keys(self, keys: Sequence[str]) -> set[str]:
+        """Return those of ``keys`` whose latest signed URL has not expired yet."""
+        if not keys:
+            return set()
+        return {row[0] for row in self._one(SELECT_LIVE_KEYS, {"keys": list(keys)})}
 
     def mark_swept(self, keys: Sequence[str]) -> None:
         """Record that the objects of these claimed keys are deleted."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from xml.etree import ElementTree
 
 import psycopg2
 import psycopg2.extensions
@@ -326,3 +327,33 @@ def test_sweep_aborts_multipart_uploads_started_before_the_cut_off(
     assert int(b2_row.split()[3]) >= 1
     with app.app_context():
         assert all(u.upload_id != upload_id for u in b2.list_multipart_uploads())
+
+
+def test_a_multipart_upload_whose_parts_are_still_being_signed_is_never_swept(
+    app: Flask, client: FlaskClient, runner: object, db: psycopg2.extensions.connection
+) -> None:
+    created = client.post(
+        "/s3/s3/sign", json={"method": "POST", "key": "slow.bin", "contentType": "application/octet-stream"}
+    ).get_json()
+    key = created["key"]
+    answer = requests.post(created["url"], headers=created["headers"], timeout=30)
+    root = ElementTree.fromstring(answer.text)  # noqa: S314 - the test's own emulator's answer
+    [upload_id] = [el.text for el in root.iter() if el.tag.endswith("UploadId")]
+    assert recorder(app).flush()
+    expire_urls(db)  # the create URL has long expired; the upload goes on
+    part = client.post(
+        "/s3/s3/sign", json={"method": "PUT", "key": key, "uploadId": upload_id, "partNumber": 1}
+    )
+    assert recorder(app).flush()  # signing the part pushed the key's expiry out
+
+    result = runner.invoke(args=["storage", "sweep", "--older-than", "0s"])  # type: ignore[attr-defined]
+    assert result.exit_code == 0, result.output
+    assert "s3        0      0" in result.output
+    etag = requests.put(part.get_json()["url"], data=b"only part", timeout=30).headers["ETag"]
+    complete = client.post("/s3/s3/sign", json={"method": "POST", "key": key, "uploadId": upload_id})
+    body = (
+        "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber>"
+        f"<ETag>{etag}</ETag></Part></CompleteMultipartUpload>"
+    )
+    assert requests.post(complete.get_json()["url"], data=body, timeout=30).status_code == 200
+    assert save(client, "s3", key).status_code == 201

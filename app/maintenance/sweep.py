@@ -78,7 +78,7 @@ def sweep(
             report.failed[name] += len(failed)
         if len(claimed) < batch_size:
             break
-    _abort_unfinished(providers, older_than, report)
+    _abort_unfinished(repo, providers, older_than, report)
     report.forgotten = _forget_swept(repo, providers, keep_swept_seconds, batch_size)
     return report
 
@@ -103,9 +103,16 @@ def _forget_swept(
 
 
 def _abort_unfinished(
-    providers: Mapping[str, StorageProvider], older_than: float, report: SweepReport
+    repo: MaintenanceRepository,
+    providers: Mapping[str, StorageProvider],
+    older_than: float,
+    report: SweepReport,
 ) -> None:
-    """Abort multipart uploads started before the cut-off: their parts cost storage and never show."""
+    """Abort multipart uploads started before the cut-off: their parts cost storage and never show.
+
+    An upload whose key still has a URL that works (a part signed minutes ago)
+    is in progress, however long ago it started, and is left alone.
+    """
     cutoff = datetime.now(UTC) - timedelta(seconds=older_than)
     for name, provider in providers.items():
         try:
@@ -113,7 +120,10 @@ def _abort_unfinished(
         except StorageError as exc:
             report.problems.append(f"{name}: could not list multipart uploads: {exc.message}")
             continue
+        live = repo.live_keys(sorted({u.key for u in unfinished}))
         for upload in unfinished:
+            if upload.key in live:
+                continue
             # Aborting never touches a completed object, so no claim is needed.
             try:
                 provider.abort_multipart(upload.key, upload.upload_id)

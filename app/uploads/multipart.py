@@ -76,6 +76,7 @@ class MultipartService:
             url = provider.presign_operation("POST", key, expires, query={"uploads": ""}, headers=headers)
             return {"url": url, "key": key, "headers": headers, "partSize": self.part_size(wanted.file_size)}
         self._uploads.check_owner(provider, user_id, request.key)
+        self._extend(provider, user_id, request.key, expires)
         assert request.upload_id is not None
         query = {"uploadId": request.upload_id}
         method = {"upload_part": "PUT", "list_parts": "GET", "complete": "POST", "abort": "DELETE"}
@@ -126,6 +127,7 @@ class MultipartService:
         """Sign the PUT of each part number."""
         self._uploads.check_owner(provider, user_id, key)
         expires = self._max_expires
+        self._extend(provider, user_id, key, expires)
         return {
             str(n): provider.presign_operation(
                 "PUT", key, expires, query={"partNumber": str(n), "uploadId": upload_id}
@@ -176,6 +178,9 @@ class MultipartService:
         key = self._uploads.issue_key(provider, user_id, wanted, limit)
         self._uploads.remember(provider, user_id, wanted, key, datetime.now(UTC) + timedelta(seconds=expires))
         return key
+
+    def _extend(self, provider: S3CompatibleProvider, user_id: str, key: str, expires: int) -> None:
+        self._uploads.extend(provider, user_id, key, datetime.now(UTC) + timedelta(seconds=expires))
 
     def _parts(self, provider: S3CompatibleProvider, key: str, upload_id: str) -> list[UploadedPart]:
         return self._translate(lambda: provider.list_parts(key, upload_id), upload_id)

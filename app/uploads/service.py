@@ -114,6 +114,22 @@ class UploadService:
             )
         )
 
+    def extend(self, provider: StorageProvider, user_id: str, key: str, expires_at: datetime) -> None:
+        """Queue a later expiry for a key just signed for again (a part), so no sweep takes it meanwhile."""
+        self._recorder.record(
+            PendingUpload(
+                object_key=key,
+                provider=provider.name,
+                user_id=user_id,
+                file_name=key.split("-", 1)[-1],
+                content_type="",
+                declared_size=None,
+                created_at=datetime.now(UTC),
+                expires_at=expires_at,
+                saved_at=None,
+            )
+        )
+
     def issue_upload(
         self, provider: StorageProvider, user_id: str, wanted: PresignRequest, expires_in: int
     ) -> IssuedUpload:
