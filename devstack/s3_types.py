@@ -12,7 +12,8 @@ This proxy forwards every request byte for byte (the Host header too, so
 SigV4 signatures still hold) and, on a HEAD or GET of an object, asks the
 filer what it really stored: when that is nothing, the answer says
 ``application/octet-stream``. Development and tests only; never in front of a
-real provider. Run as ``python -m devstack.s3_types LISTEN_PORT S3_PORT FILER_PORT``.
+real provider. Run as ``python devstack/s3_types.py LISTEN_PORT S3_PORT FILER_PORT [BIND_HOST]``
+(it needs nothing but the standard library; docker-compose.yml runs it so).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _body(self) -> bytes | None:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks = []
+            chunks: list[bytes] = []
             while True:
                 size = int(self.rfile.readline().split(b";", 1)[0].strip(), 16)
                 if size == 0:
@@ -66,7 +67,11 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(int(length)) if length is not None else None
 
     def _forward(self) -> None:
-        body = self._body()
+        try:
+            body = self._body()
+        except ValueError:  # a malformed chunk size
+            self._fail(400, "Bad Request")
+            return
         upstream = http.client.HTTPConnection(HOST, self.upstream_port, timeout=300)
         try:
             upstream.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
@@ -81,6 +86,12 @@ class _Handler(BaseHTTPRequestHandler):
             headers = [(k, v) for k, v in response.getheaders() if k.lower() not in _HOP_BY_HOP]
             length = response.getheader("Content-Length")
             status, reason = response.status, response.reason
+            # Headers the upstream named in Connection: belong to its connection only.
+            named = {h.strip().lower() for h in (response.getheader("Connection") or "").split(",")}
+            headers = [(k, v) for k, v in headers if k.lower() not in named]
+        except OSError:  # SeaweedFS is down or restarting: say so, as a gateway would
+            self._fail(502, "Bad Gateway")
+            return
         finally:
             upstream.close()
         if _is_plain_object_read(self.command, self.path, status) and self._stored_nothing():
@@ -89,11 +100,22 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response_only(status, reason)
         for name, value in headers:
             self.send_header(name, value)
-        # A HEAD answers the object's own length; anything else, the bytes that follow.
-        self.send_header("Content-Length", length if self.command == "HEAD" and length else str(len(data)))
+        # A HEAD answers the object's own length; anything else, the bytes that follow
+        # (none at all on a 204 or 304, which carry no Content-Length of their own).
+        if self.command == "HEAD" and length:
+            self.send_header("Content-Length", length)
+        elif status not in (204, 304):
+            self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
+
+    def _fail(self, status: int, reason: str) -> None:
+        self.send_response_only(status, reason)
+        self.send_header("Content-Length", "0")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
 
     def _stored_nothing(self) -> bool:
         """Whether the filer holds no type for this object (what application/octet-stream became)."""
@@ -117,13 +139,14 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-def serve(listen_port: int, upstream_port: int, filer_port: int) -> None:
-    """Serve on ``listen_port`` until killed."""
+def serve(listen_port: int, upstream_port: int, filer_port: int, bind: str = HOST) -> None:
+    """Serve on ``bind:listen_port`` until killed."""
     handler = type("Handler", (_Handler,), {"upstream_port": upstream_port, "filer_port": filer_port})
-    server = ThreadingHTTPServer((HOST, listen_port), handler)
+    server = ThreadingHTTPServer((bind, listen_port), handler)
     server.daemon_threads = True
     server.serve_forever()
 
 
 if __name__ == "__main__":
-    serve(*(int(arg) for arg in sys.argv[1:4]))
+    ports = [int(arg) for arg in sys.argv[1:4]]
+    serve(ports[0], ports[1], ports[2], *sys.argv[4:5])

@@ -185,3 +185,39 @@ def test_a_statement_error_on_a_healthy_connection_is_not_retried() -> None:
             lambda _conn, broken: given_back.append(broken),
         )
     assert given_back == []
+
+
+@pytest.mark.integration
+def test_a_backend_killed_under_a_borrowed_connection_is_retried_not_raised(
+    postgres: NetworkPostgres, outage_app: Flask
+) -> None:
+    # The poll before lending cannot see this one: the backend dies after the borrow,
+    # so the failure surfaces from execute, as whatever psycopg2 makes of it.
+    database = get_database(outage_app)
+    victim = database.borrow()
+    with victim.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid()")
+        row = cur.fetchone()
+    assert row is not None
+    os.kill(int(row[0]), signal.SIGKILL)  # the postmaster then restarts every backend
+    time.sleep(0.5)
+    lent = [victim]
+
+    def borrow() -> Any:
+        return lent.pop() if lent else database.borrow()
+
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            result = _run_with_retry(
+                lambda cur: (cur.execute("SELECT 1"), cur.fetchone())[1],
+                borrow,
+                lambda conn, broken: database.give_back(conn, discard=broken),
+            )
+            break
+        except DatabaseUnavailable:
+            # Crash recovery takes a moment; a 503 meanwhile is the right answer.
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+    assert result == (1,)
+    assert victim.closed != 0
