@@ -13,6 +13,7 @@ import shutil
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -223,31 +224,44 @@ def pattern(size: int) -> bytes:
     return bytes(i % 251 for i in range(size))
 
 
+def upload_and_save_with_uppy_page(
+    page_url: str, provider: str, files: list[tuple[str, str, int]]
+) -> list[Any]:
+    """Upload ``(name, type, size)`` files with the Uppy page at ``page_url``, save each, read it back."""
+    import requests
+    from playwright.sync_api import sync_playwright
+
+    served = page_url.split("/", 3)
+    base = "/".join(served[:3])
+    saved_files = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(page_url)
+        page.wait_for_function("window.uppy !== undefined")
+        for name, content_type, size in files:
+            outcome = page.evaluate(UPLOAD_WITH_UPPY, {"name": name, "type": content_type, "size": size})
+            assert outcome["failed"] == [], outcome
+            [key] = outcome["done"]
+            saved = requests.post(f"{base}/{provider}/save-metadata", json={"objectKey": key}, timeout=30)
+            assert saved.status_code == 201, saved.json()
+            file = saved.json()["file"]
+            assert file["size"] == size
+            assert requests.get(file["downloadUrl"], timeout=60).content == pattern(size)
+            saved_files.append(file)
+        browser.close()
+    return saved_files
+
+
 @pytest.mark.parametrize(("provider", "sizes"), [("s3", (1000, 12 * MiB)), ("r2", (12 * MiB,))])
 def test_uppy_6_companion_mode_uploads_through_the_companion_style_routes(
     served_with_companion_page: str, provider: str, sizes: tuple[int, ...]
 ) -> None:
-    import requests
-    from playwright.sync_api import sync_playwright
-
-    served = served_with_companion_page
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
-        page = browser.new_page()
-        page.goto(f"{served}/companion.html?provider={provider}")
-        page.wait_for_function("window.uppy !== undefined")
-        for size in sizes:
-            # S3's small file goes as a POST form (/s3/params); large ones in parts (/s3/multipart...).
-            outcome = page.evaluate(
-                UPLOAD_WITH_UPPY, {"name": f"c{size}.bin", "type": "application/octet-stream", "size": size}
-            )
-            assert outcome["failed"] == [], outcome
-            [key] = outcome["done"]
-            saved = requests.post(f"{served}/{provider}/save-metadata", json={"objectKey": key}, timeout=30)
-            assert saved.status_code == 201, saved.json()
-            assert saved.json()["file"]["size"] == size
-            assert requests.get(saved.json()["file"]["downloadUrl"], timeout=60).content == pattern(size)
-        browser.close()
+    # S3's small file goes as a POST form (/s3/params); large ones in parts (/s3/multipart...).
+    files = [(f"c{size}.bin", "application/octet-stream", size) for size in sizes]
+    upload_and_save_with_uppy_page(
+        f"{served_with_companion_page}/companion.html?provider={provider}", provider, files
+    )
 
 
 # Uppy 6's signRequest mode written as Uppy's own documentation writes it:
@@ -286,25 +300,9 @@ def served_with_sign_request_page(make_app: Callable[..., Flask]) -> Iterator[st
 def test_uppy_6_sign_request_mode_unchanged_uploads_in_one_put_and_in_parts(
     served_with_sign_request_page: str, provider: str
 ) -> None:
-    import requests
-    from playwright.sync_api import sync_playwright
-
-    served = served_with_sign_request_page
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
-        page = browser.new_page()
-        page.goto(f"{served}/sign-request.html?provider={provider}")
-        page.wait_for_function("window.uppy !== undefined")
-        for size, content_type in ((1000, "text/plain"), (12 * MiB, "application/octet-stream")):
-            outcome = page.evaluate(
-                UPLOAD_WITH_UPPY, {"name": f"u{size}.bin", "type": content_type, "size": size}
-            )
-            assert outcome["failed"] == [], outcome
-            [key] = outcome["done"]
-            assert key.endswith(f"-u{size}.bin")
-            saved = requests.post(f"{served}/{provider}/save-metadata", json={"objectKey": key}, timeout=30)
-            assert saved.status_code == 201, saved.json()
-            assert saved.json()["file"]["size"] == size
-            assert saved.json()["file"]["contentType"] == content_type
-            assert requests.get(saved.json()["file"]["downloadUrl"], timeout=60).content == pattern(size)
-        browser.close()
+    files = [("u1000.txt", "text/plain", 1000), ("u12m.bin", "application/octet-stream", 12 * MiB)]
+    page = f"{served_with_sign_request_page}/sign-request.html?provider={provider}"
+    saved = upload_and_save_with_uppy_page(page, provider, files)
+    # The service picked the keys; the types are the files' own, as Uppy sent them.
+    assert [(f["fileName"], f["contentType"]) for f in saved] == [(n, t) for n, t, _ in files]
+    assert all(not f["objectKey"].startswith(f["fileName"]) for f in saved)

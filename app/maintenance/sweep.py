@@ -13,7 +13,7 @@ more; a save meeting the claim in between deletes the object itself (410).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -67,10 +67,7 @@ def sweep(
     )
     while True:
         claimed = repo.claim_abandoned(list(providers), older_than, batch_size, STALE_CLAIM_SECONDS)
-        by_provider: dict[str, list[str]] = {}
-        for key, provider in claimed:
-            by_provider.setdefault(provider, []).append(key)
-        for name, keys in by_provider.items():
+        for name, keys in _by_provider(claimed).items():
             failed = set(providers[name].delete_many(keys))
             # A failed delete keeps its claim: the next sweep after it goes stale retries it.
             repo.mark_swept([key for key in keys if key not in failed])
@@ -83,6 +80,14 @@ def sweep(
     return report
 
 
+def _by_provider(pairs: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
+    """Group (key, provider) pairs into each provider's keys, in order."""
+    grouped: dict[str, list[str]] = {}
+    for key, provider in pairs:
+        grouped.setdefault(provider, []).append(key)
+    return grouped
+
+
 def _forget_swept(
     repo: MaintenanceRepository, providers: Mapping[str, StorageProvider], keep: float, batch_size: int
 ) -> int:
@@ -90,10 +95,7 @@ def _forget_swept(
     forgotten, after = 0, ""
     while True:
         batch = repo.forgettable(list(providers), keep, after, batch_size)
-        by_provider: dict[str, list[str]] = {}
-        for key, provider in batch:
-            by_provider.setdefault(provider, []).append(key)
-        for name, keys in by_provider.items():
+        for name, keys in _by_provider(batch).items():
             # A key whose object cannot be deleted now stays remembered: the next sweep tries again.
             failed = set(providers[name].delete_many(keys))
             forgotten += repo.forget_swept([key for key in keys if key not in failed])
