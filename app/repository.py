@@ -142,6 +142,20 @@ _INSERT_FILE = """
     RETURNING {columns}
 """
 
+# Claim a key whose object save-metadata is about to delete (it broke the
+# rules), as a sweep claims one: taken under the record's row lock, so a racing
+# save either marked the record first (nothing is claimed, and its row is kept)
+# or finds the claim and inserts nothing (_INSERT_FILE). The record is created
+# when the presign's has not landed yet.
+CLAIM_REFUSED = """
+    INSERT INTO pending_uploads AS p
+        (object_key, provider, user_id, file_name, content_type, expires_at, sweep_claimed_at)
+    VALUES (%(object_key)s, %(provider)s, %(user_id)s, '', '', now(), now())
+    ON CONFLICT (object_key) DO UPDATE SET sweep_claimed_at = coalesce(p.sweep_claimed_at, now())
+        WHERE p.saved_at IS NULL AND p.user_id = EXCLUDED.user_id
+    RETURNING object_key
+"""
+
 SELECT_SWEPT = """
     SELECT sweep_claimed_at IS NOT NULL
     FROM pending_uploads
@@ -359,6 +373,16 @@ class FileRepository:
             return None, False
 
         return self._run(new.user_id, work)
+
+    def claim_refused(self, provider: str, object_key: str, user_id: str) -> bool:
+        """Claim a key whose object is about to be deleted; False when a save recorded it first."""
+        params = {"object_key": object_key, "provider": provider, "user_id": user_id}
+
+        def work(cur: QueryCursor) -> bool:
+            cur.execute(CLAIM_REFUSED, params)
+            return cur.fetchone() is not None
+
+        return self._run(user_id, work)
 
     def list_files(self, provider: str, user_id: str, before: int, limit: int) -> list[StoredFile]:
         """Return up to ``limit`` of the user's files with ids below ``before``, newest first."""

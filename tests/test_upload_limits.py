@@ -145,3 +145,31 @@ def test_upload_within_limits_is_recorded(
     assert put(presigned, b"%PDF-1.7\n\n").status_code in (200, 201)
     assert save(client, provider, presigned["objectKey"]).status_code == 201
     assert len(rows(db, provider)) == 1
+
+
+def test_a_refused_key_is_claimed_so_a_racing_save_can_never_record_its_deleted_object(
+    app: Flask, db: psycopg2.extensions.connection
+) -> None:
+    from app.db import get_database, run_outside_request
+    from app.repository import AbandonedUpload, FileRepository, NewFile
+
+    repo = FileRepository(run_outside_request(get_database(app)))
+    client = app.test_client()
+    refused = presign(client, "azure", "a.png", "image/png", file_size=4)["objectKey"]
+    saved = upload_key(client)
+    # The refusing save claims its key first (no presign record needed) ...
+    assert repo.claim_refused("azure", refused, "user_123") is True
+    # ... so a save racing it, whose HEAD saw a good object, inserts nothing.
+    new = NewFile(refused, "u", "user_123", "a.png", "image/png", 4, "etag")
+    with pytest.raises(AbandonedUpload):
+        repo.save_file("azure", new)
+    # A key a save recorded first is not claimed: its row and object stay.
+    assert repo.claim_refused("azure", saved, "user_123") is False
+    assert len(rows(db, "azure")) == 1
+
+
+def upload_key(client: FlaskClient) -> str:
+    presigned = presign(client, "azure", "ok.png", "image/png", file_size=4)
+    assert put(presigned, b"\x89PNG").status_code == 201
+    assert save(client, "azure", presigned["objectKey"]).status_code == 201
+    return str(presigned["objectKey"])

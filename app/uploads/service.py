@@ -207,12 +207,16 @@ class UploadService:
     def _refuse(
         self, provider: StorageProvider, user_id: str, key: str, field: str, problem: ApiError
     ) -> tuple[StoredFile, bool]:
-        """Delete an object that breaks the rules and raise ``problem``, unless the key has a row now."""
-        # A racing save may have recorded the key since our first look: a
-        # recorded file is never deleted by a save.
-        saved = self._repo.find_file(provider.name, key, user_id)
-        if saved is not None:
-            return _check_owner(saved, user_id, field), False
+        """Delete an object that breaks the rules and raise ``problem``, unless the key has a row now.
+
+        The key is claimed first, as a sweep claims one: a racing save that
+        recorded it meanwhile keeps its row and object (and this one answers
+        with it), and one that comes later records nothing.
+        """
+        if not self._repo.claim_refused(provider.name, key, user_id):
+            saved = self._repo.find_file(provider.name, key, user_id)
+            if saved is not None:
+                return _check_owner(saved, user_id, field), False
         provider.delete(key)
         raise problem
 
