@@ -12,7 +12,7 @@ from flask import Flask, Response
 from flask_cors import CORS
 
 from . import auth, db, errors, migrations, observability, openapi, page, ratelimit, storage
-from .config import PROVIDERS, Settings, load_settings
+from .config import PROVIDERS, S3_FAMILY, Settings, load_settings
 from .maintenance import commands as maintenance_commands
 from .repository import FileRepository
 from .status import bp as status_bp
@@ -79,7 +79,7 @@ def register_blueprints(app: Flask) -> None:
         app.register_blueprint(
             uploads_bp, name=f"uploads_{name}", url_prefix=f"/{name}", url_defaults={"provider": name}
         )
-    for name in ("s3", "r2", "b2"):
+    for name in S3_FAMILY:
         # Uppy's Companion protocol puts its routes under <endpoint>/s3/...
         app.register_blueprint(
             multipart_bp, name=f"multipart_{name}", url_prefix=f"/{name}/s3", url_defaults={"provider": name}

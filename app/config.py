@@ -20,6 +20,8 @@ from psycopg2.extensions import parse_dsn
 N = TypeVar("N", int, float)
 
 PROVIDERS: tuple[str, ...] = ("s3", "r2", "b2", "azure")
+#: the providers behind the S3 API (one class, three configurations): they take uploads in parts
+S3_FAMILY: tuple[str, ...] = ("s3", "r2", "b2")
 
 # The only APP_ENV values under which AUTH_MODE=dev (trust any caller) is accepted.
 DEV_AUTH_APP_ENVS = ("development", "test")

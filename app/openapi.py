@@ -13,7 +13,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify
 
-from .config import PROVIDERS, Settings
+from .config import PROVIDERS, S3_FAMILY, Settings
 
 bp = Blueprint("openapi", __name__)
 
@@ -516,7 +516,7 @@ def build_document(settings: Settings) -> dict[str, Any]:
             "post": _save_operation(f"Record an object uploaded to {provider}")
         }
         paths.update(_file_operations(provider))
-        if provider != "azure":
+        if provider in S3_FAMILY:
             paths.update(_multipart_operations(provider))
     paths["/presign-upload"] = {"post": _presign_operation("The S3 and R2 guides' route (DEFAULT_PROVIDER)")}
     paths["/save-metadata"] = {"post": _save_operation("The guides' save route (the key's own provider)")}

@@ -9,11 +9,10 @@ import requests
 from flask import Flask
 from flask.testing import FlaskClient
 
+from app.config import PROVIDERS, S3_FAMILY  # noqa: F401 - re-exported for the tests
 from app.uploads.recorder import PendingRecorder
 from app.uploads.service import UploadService
 
-PROVIDERS = ("s3", "r2", "b2", "azure")
-S3_FAMILY = ("s3", "r2", "b2")
 FILE_TABLES = {"s3": "s3_files", "r2": "r2_files", "b2": "b2_files", "azure": "azure_files"}
 KEY_COLUMNS = {"s3": "object_key", "r2": "object_key", "b2": "object_key", "azure": "blob_name"}
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from ..repository import MaintenanceRepository
-from ..storage import StorageError, StorageProvider
+from ..storage import MultipartProvider, StorageError, StorageProvider
 
 BATCH_SIZE = 500
 # A claim whose sweeper died before finishing is taken again after this long.
@@ -117,6 +117,8 @@ def _abort_unfinished(
     """
     cutoff = datetime.now(UTC) - timedelta(seconds=older_than)
     for name, provider in providers.items():
+        if not isinstance(provider, MultipartProvider):
+            continue  # Azure: uncommitted blocks expire on their own after a week
         try:
             unfinished = [u for u in provider.list_multipart_uploads() if u.initiated < cutoff]
         except StorageError as exc:

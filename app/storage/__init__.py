@@ -9,6 +9,7 @@ from ..errors import ServiceUnavailable
 from .base import (
     CorsRule,
     ListedObject,
+    MultipartProvider,
     ObjectInfo,
     PresignedUpload,
     StorageError,
@@ -20,6 +21,7 @@ from .base import (
 __all__ = [
     "CorsRule",
     "ListedObject",
+    "MultipartProvider",
     "ObjectInfo",
     "PresignedUpload",
     "StorageError",

@@ -190,15 +190,6 @@ class StorageProvider(ABC):
     def list_objects(self) -> Iterator[list[ListedObject]]:
         """Yield the bucket's objects a page at a time (memory stays one page)."""
 
-    def list_multipart_uploads(self) -> Iterator[MultipartUpload]:
-        """Yield unfinished multipart uploads (none where the provider has no such thing)."""
-        return iter(())
-
-    def abort_multipart(self, key: str, upload_id: str) -> None:
-        """Abort an unfinished multipart upload; one already gone is fine."""
-        # Where the provider has no multipart uploads, there is never one to abort.
-        return None
-
     @abstractmethod
     def set_cors(self, origins: Sequence[str]) -> None:
         """Let pages on ``origins`` upload to and download from the bucket directly."""
@@ -206,6 +197,56 @@ class StorageProvider(ABC):
     @abstractmethod
     def get_cors(self) -> list[CorsRule]:
         """Return the bucket's CORS rules (empty when it has none)."""
+
+
+class MultipartProvider(StorageProvider):
+    """A provider that takes uploads in S3 parts (S3, R2 and B2): what the multipart service needs.
+
+    Azure has no such thing (its large uploads are blocks through the same
+    SAS), so code that works with parts asks ``isinstance(p, MultipartProvider)``
+    and never names a concrete class.
+    """
+
+    #: browser POST-form uploads with a content-length-range policy (AWS has them; R2 and B2 do not)
+    supports_post_policy: bool = False
+
+    @abstractmethod
+    def presign_operation(
+        self,
+        method: str,
+        key: str,
+        expires_in: int,
+        *,
+        query: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> str:
+        """Sign one S3 request on ``key`` (a multipart step) for a browser to send."""
+
+    @abstractmethod
+    def presign_post(
+        self, key: str, content_type: str, max_bytes: int, expires_in: int
+    ) -> tuple[str, dict[str, str]]:
+        """Sign a browser POST-form upload of ``key``: this type, at most ``max_bytes``."""
+
+    @abstractmethod
+    def create_multipart(self, key: str, content_type: str) -> str:
+        """Start a multipart upload of ``key``; return its upload id."""
+
+    @abstractmethod
+    def list_parts(self, key: str, upload_id: str) -> list[UploadedPart]:
+        """Return the parts uploaded so far, in order; ``NoSuchUpload`` when the upload is gone."""
+
+    @abstractmethod
+    def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> None:
+        """Assemble the object from ``parts`` (number, ETag), in order."""
+
+    @abstractmethod
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Abort an unfinished multipart upload and drop its parts; one already gone is fine."""
+
+    @abstractmethod
+    def list_multipart_uploads(self) -> Iterator[MultipartUpload]:
+        """Yield the bucket's unfinished multipart uploads."""
 
 
 # What browsers need from a bucket for direct uploads and downloads: the

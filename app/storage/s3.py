@@ -30,12 +30,12 @@ from .base import (
     CORS_METHODS,
     CorsRule,
     ListedObject,
+    MultipartProvider,
     MultipartUpload,
     NoSuchUpload,
     ObjectInfo,
     PresignedUpload,
     StorageError,
-    StorageProvider,
     StorageRefused,
     StorageTimeout,
     UploadedPart,
@@ -55,7 +55,7 @@ def quote_key(key: str) -> str:
     return quote(key, safe="/~")
 
 
-class S3CompatibleProvider(StorageProvider):
+class S3CompatibleProvider(MultipartProvider):
     """A bucket behind the S3 API, signed with SigV4."""
 
     def __init__(

@@ -15,9 +15,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from ..errors import BadRequest, NotFound, PayloadTooLarge
-from ..storage import StorageProvider
+from ..storage import MultipartProvider, StorageProvider
 from ..storage.base import NoSuchUpload, UploadedPart
-from ..storage.s3 import S3CompatibleProvider
 from .policy import UploadPolicy
 from .schemas import PresignRequest, SignRequest
 from .service import UploadService
@@ -62,7 +61,7 @@ class MultipartService:
 
     # --- signRequest mode -------------------------------------------------
 
-    def sign(self, provider: S3CompatibleProvider, user_id: str, request: SignRequest) -> dict[str, Any]:
+    def sign(self, provider: MultipartProvider, user_id: str, request: SignRequest) -> dict[str, Any]:
         """Sign one of the six requests of an upload; the first picks and returns the key."""
         expires = self._expires(request.expires_in)
         if request.operation in ("put_object", "create_multipart"):
@@ -87,7 +86,7 @@ class MultipartService:
 
     # --- Companion-style routes -------------------------------------------
 
-    def params(self, provider: S3CompatibleProvider, user_id: str, wanted: PresignRequest) -> dict[str, Any]:
+    def params(self, provider: MultipartProvider, user_id: str, wanted: PresignRequest) -> dict[str, Any]:
         """Sign a single upload: a size-bounded POST form if the provider takes one, else a PUT."""
         expires = self._max_expires
         if not provider.supports_post_policy:
@@ -105,14 +104,14 @@ class MultipartService:
         url, fields = provider.presign_post(key, wanted.content_type, most, expires)
         return {"method": "POST", "url": url, "fields": fields, "headers": {}, "key": key}
 
-    def create(self, provider: S3CompatibleProvider, user_id: str, wanted: PresignRequest) -> dict[str, Any]:
+    def create(self, provider: MultipartProvider, user_id: str, wanted: PresignRequest) -> dict[str, Any]:
         """Start a multipart upload under a new key; return the key, its upload id and the part size."""
         key = self._issue(provider, user_id, wanted, self._limit(), self._max_expires)
         upload_id = provider.create_multipart(key, wanted.content_type)
         return {"key": key, "uploadId": upload_id, "partSize": self.part_size(wanted.file_size)}
 
     def list_parts(
-        self, provider: S3CompatibleProvider, user_id: str, key: str, upload_id: str
+        self, provider: MultipartProvider, user_id: str, key: str, upload_id: str
     ) -> list[dict[str, Any]]:
         """The parts uploaded so far (to resume after a reload)."""
         self._uploads.check_owner(provider, user_id, key)
@@ -122,7 +121,7 @@ class MultipartService:
         ]
 
     def sign_parts(
-        self, provider: S3CompatibleProvider, user_id: str, key: str, upload_id: str, numbers: list[int]
+        self, provider: MultipartProvider, user_id: str, key: str, upload_id: str, numbers: list[int]
     ) -> dict[str, str]:
         """Sign the PUT of each part number."""
         self._uploads.check_owner(provider, user_id, key)
@@ -137,7 +136,7 @@ class MultipartService:
 
     def complete(
         self,
-        provider: S3CompatibleProvider,
+        provider: MultipartProvider,
         user_id: str,
         key: str,
         upload_id: str,
@@ -167,22 +166,22 @@ class MultipartService:
         self._translate(lambda: provider.complete_multipart(key, upload_id, parts), upload_id)
         return {"location": provider.object_url(key), "key": key}
 
-    def abort(self, provider: S3CompatibleProvider, user_id: str, key: str, upload_id: str) -> None:
+    def abort(self, provider: MultipartProvider, user_id: str, key: str, upload_id: str) -> None:
         """Abort the upload and drop its parts; aborting twice is fine."""
         self._uploads.check_owner(provider, user_id, key)
         provider.abort_multipart(key, upload_id)
 
     def _issue(
-        self, provider: S3CompatibleProvider, user_id: str, wanted: PresignRequest, limit: int, expires: int
+        self, provider: MultipartProvider, user_id: str, wanted: PresignRequest, limit: int, expires: int
     ) -> str:
         key = self._uploads.issue_key(provider, user_id, wanted, limit)
         self._uploads.remember(provider, user_id, wanted, key, datetime.now(UTC) + timedelta(seconds=expires))
         return key
 
-    def _extend(self, provider: S3CompatibleProvider, user_id: str, key: str, expires: int) -> None:
+    def _extend(self, provider: MultipartProvider, user_id: str, key: str, expires: int) -> None:
         self._uploads.extend(provider, user_id, key, datetime.now(UTC) + timedelta(seconds=expires))
 
-    def _parts(self, provider: S3CompatibleProvider, key: str, upload_id: str) -> list[UploadedPart]:
+    def _parts(self, provider: MultipartProvider, key: str, upload_id: str) -> list[UploadedPart]:
         return self._translate(lambda: provider.list_parts(key, upload_id), upload_id)
 
     @staticmethod
@@ -195,9 +194,9 @@ class MultipartService:
             ) from None
 
 
-def multipart_provider(provider: StorageProvider) -> S3CompatibleProvider:
+def multipart_provider(provider: StorageProvider) -> MultipartProvider:
     """Return ``provider`` if it uploads in S3 parts (S3, R2, B2)."""
-    if not isinstance(provider, S3CompatibleProvider):
+    if not isinstance(provider, MultipartProvider):
         raise NotFound(
             f"{provider.name} has no S3 multipart routes: Azure uploads large files as blocks "
             "through the SAS URL from /azure/presign-upload"

@@ -17,8 +17,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from ..auth import current_user_id
 from ..errors import BadRequest
 from ..ratelimit import check_rate, rate_limited
-from ..storage import get_provider
-from ..storage.s3 import S3CompatibleProvider
+from ..storage import MultipartProvider, get_provider
 from .multipart import MultipartService, multipart_provider
 from .schemas import (
     json_object,
@@ -42,7 +41,7 @@ def _multipart() -> MultipartService:
     return current_app.extensions["multipart"]  # type: ignore[no-any-return]
 
 
-def _provider(name: str) -> S3CompatibleProvider:
+def _provider(name: str) -> MultipartProvider:
     return multipart_provider(get_provider(name))
 
 
