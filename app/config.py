@@ -26,6 +26,15 @@ S3_FAMILY: tuple[str, ...] = ("s3", "r2", "b2")
 # The only APP_ENV values under which AUTH_MODE=dev (trust any caller) is accepted.
 DEV_AUTH_APP_ENVS = ("development", "test")
 
+# Threads per server process (gunicorn's gthread workers, GUNICORN_THREADS).
+DEFAULT_SERVER_THREADS = 4
+
+
+def pool_size_for(threads: int) -> int:
+    """The database pool a process with ``threads`` request threads needs: one each, plus the recorder's."""
+    return threads + 1
+
+
 # SigV4 presigned URLs cannot live longer than seven days.
 MAX_URL_EXPIRY_SECONDS = 7 * 24 * 3600
 
@@ -123,7 +132,9 @@ class Settings:
     default_provider: str = "s3"
     upload_url_expires_seconds: int = 300
     download_url_expires_seconds: int = 900
-    db_pool_size: int = 4
+    #: request threads per process (GUNICORN_THREADS); the pool's default follows it
+    server_threads: int = DEFAULT_SERVER_THREADS
+    db_pool_size: int = pool_size_for(DEFAULT_SERVER_THREADS)
     db_pool_timeout_seconds: float = 5.0
     db_connect_timeout_seconds: int = 5
     db_statement_timeout_ms: int = 5000
@@ -136,8 +147,8 @@ class Settings:
     page_token_url: str | None = None
 
 
-class _Reader:
-    """Pull typed values out of an environment mapping, collecting problems."""
+class EnvReader:
+    """Pull typed values out of an environment mapping, collecting problems (also gunicorn's config)."""
 
     def __init__(self, env: Mapping[str, str]):
         self.env = env
@@ -201,11 +212,11 @@ class _Reader:
         return raw
 
 
-def _missing(reader: _Reader, names: tuple[str, ...]) -> tuple[str, ...]:
+def _missing(reader: EnvReader, names: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(n for n in names if reader.get(n) is None)
 
 
-def _s3_settings(r: _Reader) -> tuple[ProviderSettings | None, tuple[str, ...]]:
+def _s3_settings(r: EnvReader) -> tuple[ProviderSettings | None, tuple[str, ...]]:
     required = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "S3_BUCKET_NAME")
     endpoint = r.url("S3_ENDPOINT_URL")
     bucket = r.bucket("S3_BUCKET_NAME")
@@ -229,7 +240,7 @@ def _s3_settings(r: _Reader) -> tuple[ProviderSettings | None, tuple[str, ...]]:
     ), ()
 
 
-def _r2_settings(r: _Reader) -> tuple[ProviderSettings | None, tuple[str, ...]]:
+def _r2_settings(r: EnvReader) -> tuple[ProviderSettings | None, tuple[str, ...]]:
     endpoint = r.url("R2_ENDPOINT_URL")
     required: tuple[str, ...] = ("R2_ACCESS_KEY_ID", "R2_SECRET_ACCESS_KEY", "R2_BUCKET_NAME")
     if r.get("R2_ENDPOINT_URL") is None:
@@ -258,7 +269,7 @@ def _r2_settings(r: _Reader) -> tuple[ProviderSettings | None, tuple[str, ...]]:
 B2_ALTERNATIVE_NAMES = {"B2_APPLICATION_KEY_ID": "B2_KEY_ID", "B2_BUCKET_NAME": "B2_BUCKET"}
 
 
-def _b2_endpoint(r: _Reader) -> str | None:
+def _b2_endpoint(r: EnvReader) -> str | None:
     raw = r.get("B2_ENDPOINT_URL")
     if raw is not None and "://" not in raw and _B2_HOST_REGION.match(raw.rstrip("/")):
         # B2's console shows the endpoint as a bare host, and the article's
@@ -267,7 +278,7 @@ def _b2_endpoint(r: _Reader) -> str | None:
     return r.url("B2_ENDPOINT_URL")
 
 
-def _b2_settings(r: _Reader) -> tuple[ProviderSettings | None, tuple[str, ...]]:
+def _b2_settings(r: EnvReader) -> tuple[ProviderSettings | None, tuple[str, ...]]:
     for name, alternative in B2_ALTERNATIVE_NAMES.items():
         if r.get(name) is None and r.get(alternative) is not None:
             r.env = {**r.env, name: r.env[alternative]}
@@ -317,7 +328,7 @@ def parse_azure_connection_string(value: str) -> dict[str, str]:
     return parts
 
 
-def _azure_account(r: _Reader, name: str) -> tuple[str, str, str] | None:
+def _azure_account(r: EnvReader, name: str) -> tuple[str, str, str] | None:
     raw = r.get(name) or ""
     try:
         parts = parse_azure_connection_string(raw)
@@ -344,7 +355,7 @@ def _azure_account(r: _Reader, name: str) -> tuple[str, str, str] | None:
     return account, key, f"{protocol}://{account}.blob.{suffix}"
 
 
-def _azure_settings(r: _Reader) -> tuple[ProviderSettings | None, tuple[str, ...]]:
+def _azure_settings(r: EnvReader) -> tuple[ProviderSettings | None, tuple[str, ...]]:
     required = ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_CONTAINER_NAME")
     container = r.bucket("AZURE_STORAGE_CONTAINER_NAME", _AZURE_CONTAINER_NAME)
     public_read = r.switch("AZURE_PUBLIC_READ", False)
@@ -365,7 +376,7 @@ def _azure_settings(r: _Reader) -> tuple[ProviderSettings | None, tuple[str, ...
     ), ()
 
 
-def _database_url(r: _Reader) -> str:
+def _database_url(r: EnvReader) -> str:
     url = r.get("DATABASE_URL")
     if url is None:
         r.problems.append("DATABASE_URL: required (a PostgreSQL URL such as postgresql://user:pass@host/db)")
@@ -384,7 +395,10 @@ _RATE_LIMIT = re.compile(
 )
 
 
-def _auth_settings(r: _Reader) -> AuthSettings:
+_AUTH_DEFAULTS = AuthSettings()
+
+
+def _auth_settings(r: EnvReader) -> AuthSettings:
     mode = (r.get("AUTH_MODE") or "").lower()
     secret = r.get("AUTH_JWT_SECRET")
     jwks_url = r.url("AUTH_JWKS_URL")
@@ -422,16 +436,16 @@ def _auth_settings(r: _Reader) -> AuthSettings:
         jwks_url=jwks_url,
         issuer=r.get("AUTH_JWT_ISSUER"),
         audience=r.get("AUTH_JWT_AUDIENCE"),
-        user_claim=r.get("AUTH_USER_CLAIM") or "sub",
-        leeway_seconds=r.integer("AUTH_JWT_LEEWAY_SECONDS", 30, 0, 600),
+        user_claim=r.get("AUTH_USER_CLAIM") or _AUTH_DEFAULTS.user_claim,
+        leeway_seconds=r.integer("AUTH_JWT_LEEWAY_SECONDS", _AUTH_DEFAULTS.leeway_seconds, 0, 600),
     )
 
 
-def _list(r: _Reader, name: str) -> tuple[str, ...]:
+def _list(r: EnvReader, name: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in (r.get(name) or "").split(",") if item.strip())
 
 
-def _content_type_patterns(r: _Reader) -> tuple[str, ...]:
+def _content_type_patterns(r: EnvReader) -> tuple[str, ...]:
     patterns = tuple(p.lower() for p in _list(r, "ALLOWED_CONTENT_TYPES"))
     bad = [p for p in patterns if not _MEDIA_PATTERN.match(p)]
     if bad:
@@ -441,9 +455,9 @@ def _content_type_patterns(r: _Reader) -> tuple[str, ...]:
     return patterns
 
 
-def _cors(r: _Reader) -> tuple[tuple[str, ...], bool]:
+def _cors(r: EnvReader) -> tuple[tuple[str, ...], bool]:
     origins = _list(r, "CORS_ALLOWED_ORIGINS")
-    allow_credentials = r.switch("CORS_ALLOW_CREDENTIALS", False)
+    allow_credentials = r.switch("CORS_ALLOW_CREDENTIALS", DEFAULTS.cors_allow_credentials)
     for origin in origins:
         if origin == "*":
             if allow_credentials:
@@ -457,23 +471,27 @@ def _cors(r: _Reader) -> tuple[tuple[str, ...], bool]:
     return tuple(o.rstrip("/") for o in origins), allow_credentials
 
 
-def _rate_limit(r: _Reader, name: str, default: str) -> str:
+def _rate_limit(r: EnvReader, name: str, default: str) -> str:
     value = r.get(name) or default
     if not _RATE_LIMIT.match(value):
         r.problems.append(f"{name}: expected a rate such as 120/minute, got {value!r}")
     return value
 
 
-def _rate_limit_storage(r: _Reader) -> str:
-    uri = r.get("RATE_LIMIT_STORAGE_URI") or "memory://"
+def _rate_limit_storage(r: EnvReader) -> str:
+    uri = r.get("RATE_LIMIT_STORAGE_URI") or DEFAULTS.rate_limit_storage_uri
     if urlsplit(uri).scheme not in ("memory", "redis", "rediss", "redis+sentinel", "redis+cluster"):
         r.problems.append("RATE_LIMIT_STORAGE_URI: expected memory:// or a redis:// URL")
     return uri
 
 
+# Every default of the service, written once: the field defaults above.
+DEFAULTS = Settings(database_url="", providers={}, missing={})
+
+
 def load_settings(env: Mapping[str, str]) -> Settings:
     """Build ``Settings`` from ``env`` or raise ``ConfigError`` naming every bad variable."""
-    r = _Reader(env)
+    r = EnvReader(env)
     database_url = _database_url(r)
     providers: dict[str, ProviderSettings] = {}
     missing: dict[str, tuple[str, ...]] = {}
@@ -489,43 +507,57 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         elif absent:
             missing[name] = absent
 
-    default_provider = (r.get("DEFAULT_PROVIDER") or "s3").lower()
+    default_provider = (r.get("DEFAULT_PROVIDER") or DEFAULTS.default_provider).lower()
     if default_provider not in PROVIDERS:
         r.problems.append(
             f"DEFAULT_PROVIDER: must be one of {', '.join(PROVIDERS)}, got {default_provider!r}"
         )
 
     cors_origins, cors_credentials = _cors(r)
+    d = DEFAULTS
+    threads = r.integer("GUNICORN_THREADS", d.server_threads, 1, 1000)
     result = Settings(
         database_url=database_url,
         providers=providers,
         missing=missing,
         auth=_auth_settings(r),
-        max_upload_bytes=r.integer("MAX_UPLOAD_BYTES", 100 * 1024**2, 1, 5 * 1024**4),
+        max_upload_bytes=r.integer("MAX_UPLOAD_BYTES", d.max_upload_bytes, 1, 5 * 1024**4),
         allowed_content_types=_content_type_patterns(r),
         cors_allowed_origins=cors_origins,
         cors_allow_credentials=cors_credentials,
-        rate_limit_presign=_rate_limit(r, "RATE_LIMIT_PRESIGN", "120/minute"),
-        rate_limit_save=_rate_limit(r, "RATE_LIMIT_SAVE", "120/minute"),
-        rate_limit_files=_rate_limit(r, "RATE_LIMIT_FILES", "600/minute"),
-        rate_limit_parts=_rate_limit(r, "RATE_LIMIT_PARTS", "6000/minute"),
+        rate_limit_presign=_rate_limit(r, "RATE_LIMIT_PRESIGN", d.rate_limit_presign),
+        rate_limit_save=_rate_limit(r, "RATE_LIMIT_SAVE", d.rate_limit_save),
+        rate_limit_files=_rate_limit(r, "RATE_LIMIT_FILES", d.rate_limit_files),
+        rate_limit_parts=_rate_limit(r, "RATE_LIMIT_PARTS", d.rate_limit_parts),
         rate_limit_storage_uri=_rate_limit_storage(r),
-        db_row_level_security=r.switch("DB_ROW_LEVEL_SECURITY", False),
-        trusted_proxy_count=r.integer("TRUSTED_PROXY_COUNT", 0, 0, 10),
+        db_row_level_security=r.switch("DB_ROW_LEVEL_SECURITY", d.db_row_level_security),
+        trusted_proxy_count=r.integer("TRUSTED_PROXY_COUNT", d.trusted_proxy_count, 0, 10),
         default_provider=default_provider,
-        upload_url_expires_seconds=r.integer("UPLOAD_URL_EXPIRES_SECONDS", 300, 1, MAX_URL_EXPIRY_SECONDS),
-        download_url_expires_seconds=r.integer(
-            "DOWNLOAD_URL_EXPIRES_SECONDS", 900, 1, MAX_URL_EXPIRY_SECONDS
+        upload_url_expires_seconds=r.integer(
+            "UPLOAD_URL_EXPIRES_SECONDS", d.upload_url_expires_seconds, 1, MAX_URL_EXPIRY_SECONDS
         ),
-        db_pool_size=r.integer("DB_POOL_SIZE", 4, 1, 1000),
-        db_pool_timeout_seconds=r.number("DB_POOL_TIMEOUT_SECONDS", 5.0, 0.0, 300.0),
-        db_connect_timeout_seconds=r.integer("DB_CONNECT_TIMEOUT_SECONDS", 5, 1, 300),
-        db_statement_timeout_ms=r.integer("DB_STATEMENT_TIMEOUT_MS", 5000, 1, 3_600_000),
-        storage_connect_timeout_seconds=r.number("STORAGE_CONNECT_TIMEOUT_SECONDS", 3.0, 0.1, 300.0),
-        storage_read_timeout_seconds=r.number("STORAGE_READ_TIMEOUT_SECONDS", 5.0, 0.1, 300.0),
-        storage_max_attempts=r.integer("STORAGE_MAX_ATTEMPTS", 3, 1, 10),
+        download_url_expires_seconds=r.integer(
+            "DOWNLOAD_URL_EXPIRES_SECONDS", d.download_url_expires_seconds, 1, MAX_URL_EXPIRY_SECONDS
+        ),
+        server_threads=threads,
+        db_pool_size=r.integer("DB_POOL_SIZE", pool_size_for(threads), 1, 1000),
+        db_pool_timeout_seconds=r.number("DB_POOL_TIMEOUT_SECONDS", d.db_pool_timeout_seconds, 0.0, 300.0),
+        db_connect_timeout_seconds=r.integer(
+            "DB_CONNECT_TIMEOUT_SECONDS", d.db_connect_timeout_seconds, 1, 300
+        ),
+        db_statement_timeout_ms=r.integer("DB_STATEMENT_TIMEOUT_MS", d.db_statement_timeout_ms, 1, 3_600_000),
+        storage_connect_timeout_seconds=r.number(
+            "STORAGE_CONNECT_TIMEOUT_SECONDS", d.storage_connect_timeout_seconds, 0.1, 300.0
+        ),
+        storage_read_timeout_seconds=r.number(
+            "STORAGE_READ_TIMEOUT_SECONDS", d.storage_read_timeout_seconds, 0.1, 300.0
+        ),
+        storage_max_attempts=r.integer("STORAGE_MAX_ATTEMPTS", d.storage_max_attempts, 1, 10),
         page_multipart_threshold_bytes=r.integer(
-            "UPLOAD_PAGE_MULTIPART_THRESHOLD_BYTES", 100 * 1024**2, 5 * 1024**2, 5 * 1024**3
+            "UPLOAD_PAGE_MULTIPART_THRESHOLD_BYTES",
+            d.page_multipart_threshold_bytes,
+            5 * 1024**2,
+            5 * 1024**3,
         ),
         page_token_url=r.url("UPLOAD_PAGE_TOKEN_URL"),
     )

@@ -446,10 +446,7 @@ SWEEP_CLAIM = """
           AND c.provider = ANY(%(providers)s)
           AND (c.sweep_claimed_at IS NULL
                OR (c.swept_at IS NULL AND c.sweep_claimed_at < now() - make_interval(secs => %(stale)s)))
-          AND NOT EXISTS (SELECT 1 FROM s3_files f WHERE f.object_key = c.object_key)
-          AND NOT EXISTS (SELECT 1 FROM r2_files f WHERE f.object_key = c.object_key)
-          AND NOT EXISTS (SELECT 1 FROM b2_files f WHERE f.object_key = c.object_key)
-          AND NOT EXISTS (SELECT 1 FROM azure_files f WHERE f.blob_name = c.object_key)
+          {no_file_row}
         ORDER BY c.created_at
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
@@ -464,6 +461,14 @@ SELECT_LIVE_KEYS = """
     SELECT object_key FROM pending_uploads
     WHERE object_key = ANY(%(keys)s) AND expires_at >= now()
 """
+
+# Built from the table map, like every other per-provider query: no row in any files table.
+_NO_FILE_ROW = "AND NOT EXISTS (SELECT 1 FROM {table} f WHERE f.{key} = c.object_key)"
+SWEEP_CLAIM = SWEEP_CLAIM.format(
+    no_file_row="\n          ".join(
+        _NO_FILE_ROW.format(table=table, key=key) for table, key in FILE_TABLES.values()
+    )
+)
 
 MARK_SWEPT = """
     UPDATE pending_uploads SET swept_at = now()

@@ -12,44 +12,37 @@ import sys
 from dotenv import load_dotenv
 from gunicorn.glogging import Logger
 
-from app.config import ConfigError, load_settings
+from app.config import ConfigError, EnvReader, load_settings
 from app.observability import logging_config
-
-
-def _int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        sys.exit(f"{name}: expected a whole number, got {raw!r}")
-
-
-def _float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    try:
-        return float(raw) if raw else default
-    except ValueError:
-        sys.exit(f"{name}: expected a number, got {raw!r}")
-
 
 load_dotenv()
 
-bind = f"{os.environ.get('HOST', '0.0.0.0')}:{_int('PORT', 3000)}"  # noqa: S104 - a container listens on all interfaces
-workers = _int("WEB_CONCURRENCY", 2)
+# Refuse to start, once and clearly, rather than let every worker fail to boot.
+try:
+    settings = load_settings(os.environ)
+except ConfigError as exc:
+    sys.exit(str(exc))
+# The server's own variables, read and refused with the service's messages.
+env = EnvReader(os.environ)
+
+bind = f"{env.get('HOST') or '0.0.0.0'}:{env.integer('PORT', 3000, 1, 65535)}"  # noqa: S104 - a container listens on all interfaces
+workers = env.integer("WEB_CONCURRENCY", 2, 1, 256)
 worker_class = "gthread"
-threads = _int("GUNICORN_THREADS", 4)
+# GUNICORN_THREADS is the service's too: the database pool is sized from it (app/config.py).
+threads = settings.server_threads
 # A request that runs longer than this is killed; storage and database
 # timeouts are set well below it, so clients get a 5xx of ours first.
-timeout = _int("GUNICORN_TIMEOUT", 30)
+timeout = env.integer("GUNICORN_TIMEOUT", 30, 1, 3600)
 # On SIGTERM, in-flight requests get this long to finish.
-graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
-keepalive = _int("GUNICORN_KEEPALIVE", 5)
+graceful_timeout = env.integer("GUNICORN_GRACEFUL_TIMEOUT", 30, 0, 3600)
+keepalive = env.integer("GUNICORN_KEEPALIVE", 5, 0, 3600)
 # Open connections one worker takes before it stops accepting. gthread's
 # default (1000) lets one worker take every keep-alive connection while the
 # others idle: measured here, one worker at 99% CPU and the other at 0%.
-worker_connections = _int("GUNICORN_WORKER_CONNECTIONS", threads * 8)
+worker_connections = env.integer("GUNICORN_WORKER_CONNECTIONS", threads * 8, 1, 100_000)
+gil_switch_interval = env.number("GIL_SWITCH_INTERVAL_SECONDS", 0.0005, 0.00001, 1.0)
+if env.problems:
+    sys.exit(str(ConfigError(env.problems)))
 # Forwarded headers are ProxyFix's job (TRUSTED_PROXY_COUNT), not gunicorn's.
 forwarded_allow_ips = ""
 
@@ -73,9 +66,6 @@ accesslog = None
 logger_class = AppWritesAccessLog
 logconfig_dict = logging_config(os.environ.get("LOG_LEVEL", "INFO").upper())
 control_socket_disable = True
-# One database connection per thread, plus one for the thread that writes
-# presign records behind the answers: the pool never makes a thread wait.
-os.environ.setdefault("DB_POOL_SIZE", str(threads + 1))
 
 
 def post_worker_init(worker: object) -> None:
@@ -85,14 +75,8 @@ def post_worker_init(worker: object) -> None:
     default 5 ms interval it queues behind a CPU-busy thread for that long
     (the I/O convoy effect), which capped presign at a third of the CPU here.
     """
-    sys.setswitchinterval(_float("GIL_SWITCH_INTERVAL_SECONDS", 0.0005))
+    sys.setswitchinterval(gil_switch_interval)
 
-
-# Refuse to start, once and clearly, rather than let every worker fail to boot.
-try:
-    settings = load_settings(os.environ)
-except ConfigError as exc:
-    sys.exit(str(exc))
 
 # A storage call that could outlast the worker timeout would be killed
 # mid-request instead of answering 504: refuse such a configuration.

@@ -215,3 +215,21 @@ def test_config_names_both_spellings_of_a_missing_b2_variable() -> None:
         {**DB, "B2_APPLICATION_KEY": "k", "B2_ENDPOINT_URL": "https://s3.us-west-004.backblazeb2.com"}
     )
     assert settings.missing["b2"] == ("B2_APPLICATION_KEY_ID or B2_KEY_ID", "B2_BUCKET_NAME or B2_BUCKET")
+
+
+def test_every_default_is_the_settings_own() -> None:
+    # load_settings takes each default from Settings' fields: nothing is written twice.
+    from dataclasses import fields
+
+    from app.config import DEFAULTS
+
+    loaded = load_settings(DB)
+    for item in fields(DEFAULTS):
+        if item.name not in ("database_url", "providers", "missing", "auth"):
+            assert getattr(loaded, item.name) == getattr(DEFAULTS, item.name), item.name
+
+
+def test_the_pool_follows_the_servers_threads_unless_set() -> None:
+    assert load_settings(DB).db_pool_size == 5  # 4 threads and the presign-record writer
+    assert load_settings({**DB, "GUNICORN_THREADS": "8"}).db_pool_size == 9
+    assert load_settings({**DB, "GUNICORN_THREADS": "8", "DB_POOL_SIZE": "3"}).db_pool_size == 3

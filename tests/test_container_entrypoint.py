@@ -184,6 +184,21 @@ def test_bad_configuration_stops_start_up_naming_the_variable(
     assert "Traceback" not in output
 
 
+def test_the_servers_own_variables_are_refused_with_the_services_messages(
+    app_env: dict[str, str], tmp_path: Path
+) -> None:
+    log_path = tmp_path / "server.log"
+    # (WEB_CONCURRENCY is read by gunicorn itself, before any config file, so it is not among these.)
+    env = {**app_env, "GUNICORN_KEEPALIVE": "soon", "GUNICORN_TIMEOUT": "0", "PORT": str(free_port())}
+    proc = start({**env, "HOST": "127.0.0.1"}, log_path)
+    assert proc.wait(30) != 0
+    output = log_path.read_text()
+    assert "invalid configuration:" in output
+    assert "GUNICORN_KEEPALIVE: expected a whole number, got 'soon'" in output
+    assert "GUNICORN_TIMEOUT: must be between 1 and 3600, got 0" in output
+    assert "Traceback" not in output
+
+
 def test_storage_timeouts_longer_than_the_worker_timeout_are_refused(
     app_env: dict[str, str], tmp_path: Path
 ) -> None:

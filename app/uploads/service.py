@@ -39,7 +39,8 @@ class IssuedUpload:
     file_url: str
 
 
-def _check_owner(row: StoredFile | None, user_id: str, field: str) -> StoredFile:
+def _owned_row(row: StoredFile | None, user_id: str, field: str) -> StoredFile:
+    """Return a saved row of ``user_id``'s, or refuse one that is someone else's (or hidden by RLS)."""
     if row is None or row.user_id != user_id:
         raise Forbidden(f"{field} belongs to another user")
     return row
@@ -186,7 +187,7 @@ class UploadService:
         # touches storage (the object may since have been deleted or replaced).
         existing = self._repo.find_file(provider.name, key, user_id)
         if existing is not None:
-            return _check_owner(existing, user_id, field), False
+            return _owned_row(existing, user_id, field), False
         # Never hold a database connection while waiting on the storage provider.
         release_db()
         info = self._head(provider, key)
@@ -216,7 +217,7 @@ class UploadService:
         if not self._repo.claim_refused(provider.name, key, user_id):
             saved = self._repo.find_file(provider.name, key, user_id)
             if saved is not None:
-                return _check_owner(saved, user_id, field), False
+                return _owned_row(saved, user_id, field), False
         provider.delete(key)
         raise problem
 
@@ -233,7 +234,7 @@ class UploadService:
             # no pending record; they are still answered, to their owner only.
             existing = self._repo.find_file(provider.name, key, user_id)
             if existing is not None:
-                return _check_owner(existing, user_id, field), False
+                return _owned_row(existing, user_id, field), False
             raise NotFound(f"{field} was not issued by this service: call presign-upload first")
         if pending.user_id != user_id:
             raise Forbidden(f"{field} was issued to another user")
@@ -245,7 +246,7 @@ class UploadService:
         if pending.saved_at is not None:
             existing = self._repo.find_file(provider.name, key, user_id)
             if existing is not None:
-                return _check_owner(existing, user_id, field), False
+                return _owned_row(existing, user_id, field), False
 
         release_db()
         info = self._head(provider, key)
@@ -297,4 +298,4 @@ class UploadService:
                 f"{field} was not saved in time and its upload was cleaned up as abandoned; "
                 "presign the file again"
             ) from None
-        return _check_owner(row, user_id, field), created
+        return _owned_row(row, user_id, field), created
