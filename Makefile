@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint format install browser clean bench
+.PHONY: run test lint format install browser tinyproxy clean bench
 
 run: install  ## Run the service on http://localhost:3000 with local PostgreSQL and storage emulators
 	$(BIN)/python -m devstack
@@ -25,7 +25,7 @@ format:
 	$(BIN)/ruff format app devstack deploy bench tests
 	$(BIN)/ruff check --fix app devstack deploy bench tests
 
-install: $(VENV)/.installed node_modules/.installed browser
+install: $(VENV)/.installed node_modules/.installed browser tinyproxy
 
 # The browser tests drive Debian's Chromium (Playwright cannot download its own here).
 browser:
@@ -34,6 +34,14 @@ browser:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null || \
 		{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; \
 	else echo "chromium not found: install it (Debian: apt-get install chromium) or set CHROMIUM_PATH"; fi
+
+# A real forward proxy for the tests of HTTP(S)_PROXY (Debian's tinyproxy).
+tinyproxy:
+	@if command -v tinyproxy >/dev/null 2>&1 || [ -x /usr/bin/tinyproxy ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q tinyproxy >/dev/null 2>&1 || \
+		{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q tinyproxy >/dev/null; }; \
+	else echo "tinyproxy not found: install it (Debian: apt-get install tinyproxy) for the proxy tests"; fi
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask, current_app
 
-from ..config import AzureSettings, Settings
+from ..config import AzureSettings, ConfigError, Settings
 from ..errors import ServiceUnavailable
 from .base import (
     CorsRule,
@@ -50,14 +50,17 @@ def build_providers(settings: Settings) -> dict[str, StorageProvider]:
         else:
             from .s3 import S3CompatibleProvider
 
-            providers[name] = S3CompatibleProvider(
-                provider_settings,
-                connect_timeout=connect,
-                read_timeout=read,
-                max_attempts=attempts,
-                # One HTTP connection per server thread that may HEAD at once.
-                max_pool_connections=max(10, settings.db_pool_size),
-            )
+            try:
+                providers[name] = S3CompatibleProvider(
+                    provider_settings,
+                    connect_timeout=connect,
+                    read_timeout=read,
+                    max_attempts=attempts,
+                    # One HTTP connection per server thread that may HEAD at once.
+                    max_pool_connections=max(10, settings.db_pool_size),
+                )
+            except ValueError as exc:  # a proxy setting the HEAD path cannot use
+                raise ConfigError([f"{exc} ({name})"]) from None
     return providers
 
 

@@ -7,17 +7,50 @@ local SeaweedFS, CPU per call: botocore's head_object ~1,000 µs, urllib3
 of idle connections, separate connect and read timeouts, and one silent retry
 when a kept-alive connection turns out to have been closed (requests sent
 here are idempotent: HEAD, GET, DELETE).
+
+A proxy applies as it does to botocore's own calls: ``HTTPS_PROXY`` or
+``HTTP_PROXY`` (by the origin's scheme), unless ``NO_PROXY`` names the host.
+HTTPS goes through a CONNECT tunnel, plain HTTP in absolute form. A proxy
+reached over https itself is refused at start-up, naming the variable.
 """
 
 from __future__ import annotations
 
+import base64
 import http.client
 import os
 import socket
 import ssl
 import threading
+import urllib.request
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
+
+
+@dataclass(frozen=True)
+class Proxy:
+    """A forward proxy that requests to one origin go through."""
+
+    host: str
+    port: int
+    #: the Proxy-Authorization header, when the proxy URL carries a user
+    authorization: str | None = None
+
+
+def proxy_for(scheme: str, host: str) -> Proxy | None:
+    """The proxy the environment names for ``scheme://host``, as botocore would use it; None for none."""
+    url = urllib.request.getproxies().get(scheme)
+    if not url or urllib.request.proxy_bypass(host):
+        return None
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    if parts.scheme != "http":
+        name = "HTTPS_PROXY" if scheme == "https" else "HTTP_PROXY"
+        raise ValueError(f"{name}: only an http:// proxy is supported for storage requests")
+    authorization = None
+    if parts.username is not None:
+        user = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        authorization = "Basic " + base64.b64encode(user.encode()).decode("ascii")
+    return Proxy(parts.hostname or "", parts.port or 80, authorization)
 
 
 class Unreachable(Exception):
@@ -56,18 +89,25 @@ class HttpPool:
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._context = ssl.create_default_context(cafile=cafile) if self._https else None
+        self._proxy = proxy_for(parts.scheme, self._host)
+        self._origin = f"{parts.scheme}://{parts.netloc}"
         self._idle: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
         self._pid = os.getpid()
 
     def _new(self) -> http.client.HTTPConnection:
         conn: http.client.HTTPConnection
+        proxy = self._proxy
+        host, port = (proxy.host, proxy.port) if proxy else (self._host, self._port)
         if self._context is not None:
             conn = http.client.HTTPSConnection(
-                self._host, self._port, timeout=self._connect_timeout, context=self._context
+                host, port, timeout=self._connect_timeout, context=self._context
             )
+            if proxy is not None:
+                auth = {"Proxy-Authorization": proxy.authorization} if proxy.authorization else None
+                conn.set_tunnel(self._host, self._port, headers=auth)
         else:
-            conn = http.client.HTTPConnection(self._host, self._port, timeout=self._connect_timeout)
+            conn = http.client.HTTPConnection(host, port, timeout=self._connect_timeout)
         try:
             conn.connect()
         except TimeoutError:
@@ -93,7 +133,16 @@ class HttpPool:
             if conn is None:
                 conn = self._new()
             try:
-                conn.request(method, target)
+                if self._proxy is not None and not self._https:
+                    # Through a proxy, plain HTTP names the whole URL (RFC 9112 absolute-form).
+                    headers = (
+                        {"Proxy-Authorization": self._proxy.authorization}
+                        if self._proxy.authorization
+                        else {}
+                    )
+                    conn.request(method, self._origin + target, headers=headers)
+                else:
+                    conn.request(method, target)
                 response = conn.getresponse()
                 response.read()
             except TimeoutError:
