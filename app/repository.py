@@ -430,8 +430,8 @@ SELECT_ROW_SECURITY_ACTIVE = "SELECT row_security_active('pending_uploads')"
 # Claim a batch of abandoned uploads: presigned before the cut-off, whose
 # upload URL has expired (an Azure SAS for a large file lives for days: a key
 # whose URL still works is never swept, or a later PUT would land an object
-# nobody looks at), never saved, no row in any files table. SKIP LOCKED hands racing sweepers
-# disjoint batches; the claim commits before any object is deleted, and a
+# nobody looks at), never saved, no row in any files table. SKIP LOCKED hands
+# racing sweepers disjoint batches; the claim commits before any object is deleted, and a
 # save that comes later is refused (_INSERT_FILE). A claim whose sweeper died
 # before marking it swept is taken again once it is stale.
 SWEEP_CLAIM = """
@@ -454,14 +454,6 @@ SWEEP_CLAIM = """
     WHERE p.object_key = batch.object_key
     RETURNING p.object_key, p.provider
 """
-
-# Keys some URL signed for them may still upload to: their unfinished
-# multipart uploads are not aborted.
-SELECT_LIVE_KEYS = """
-    SELECT object_key FROM pending_uploads
-    WHERE object_key = ANY(%(keys)s) AND expires_at >= now()
-"""
-
 # Built from the table map, like every other per-provider query: no row in any files table.
 _NO_FILE_ROW = "AND NOT EXISTS (SELECT 1 FROM {table} f WHERE f.{key} = c.object_key)"
 SWEEP_CLAIM = SWEEP_CLAIM.format(
@@ -469,6 +461,13 @@ SWEEP_CLAIM = SWEEP_CLAIM.format(
         _NO_FILE_ROW.format(table=table, key=key) for table, key in FILE_TABLES.values()
     )
 )
+
+# Keys some URL signed for them may still upload to: their unfinished
+# multipart uploads are not aborted.
+SELECT_LIVE_KEYS = """
+    SELECT object_key FROM pending_uploads
+    WHERE object_key = ANY(%(keys)s) AND expires_at >= now()
+"""
 
 MARK_SWEPT = """
     UPDATE pending_uploads SET swept_at = now()

@@ -208,3 +208,15 @@ def test_signed_request_refuses_a_missing_or_empty_name(
     status, body = curl(f'curl "http://localhost:3000/signed-request{query}"', serve(), tmp_path)
     assert status == 400
     assert json.loads(body) == {"success": False, "error": message}
+
+
+def test_signed_request_is_refused_on_a_public_bucket(serve: Callable[..., str], tmp_path: Path) -> None:
+    # Its PUT binds no type: on a bucket anyone can read, an HTML page would be served as one.
+    status, body = curl(
+        'curl "http://localhost:3000/signed-request?name=a.txt"', serve(B2_PUBLIC_READ="on"), tmp_path
+    )
+    assert status == 400
+    assert json.loads(body) == {
+        "success": False,
+        "error": "contentType is required: the b2 bucket is public, so an upload's type must be signed",
+    }

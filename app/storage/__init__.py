@@ -17,6 +17,7 @@ from .base import (
     StorageRefused,
     StorageTimeout,
 )
+from .http import UnusableProxy
 
 __all__ = [
     "CorsRule",
@@ -59,7 +60,7 @@ def build_providers(settings: Settings) -> dict[str, StorageProvider]:
                     # One HTTP connection per server thread that may HEAD at once.
                     max_pool_connections=max(10, settings.db_pool_size),
                 )
-            except ValueError as exc:  # a proxy setting the HEAD path cannot use
+            except UnusableProxy as exc:
                 raise ConfigError([f"{exc} ({name})"]) from None
     return providers
 

@@ -27,6 +27,10 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 
+class UnusableProxy(ValueError):
+    """The environment names a proxy this module cannot speak to (one reached over https)."""
+
+
 @dataclass(frozen=True)
 class Proxy:
     """A forward proxy that requests to one origin go through."""
@@ -45,7 +49,7 @@ def proxy_for(scheme: str, host: str) -> Proxy | None:
     parts = urlsplit(url if "://" in url else f"http://{url}")
     if parts.scheme != "http":
         name = "HTTPS_PROXY" if scheme == "https" else "HTTP_PROXY"
-        raise ValueError(f"{name}: only an http:// proxy is supported for storage requests")
+        raise UnusableProxy(f"{name}: only an http:// proxy is supported for storage requests")
     authorization = None
     if parts.username is not None:
         user = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
@@ -91,6 +95,8 @@ class HttpPool:
         self._context = ssl.create_default_context(cafile=cafile) if self._https else None
         self._proxy = proxy_for(parts.scheme, self._host)
         self._origin = f"{parts.scheme}://{parts.netloc}"
+        auth = self._proxy.authorization if self._proxy else None
+        self._proxy_headers = {"Proxy-Authorization": auth} if auth else {}
         self._idle: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
         self._pid = os.getpid()
@@ -104,8 +110,7 @@ class HttpPool:
                 host, port, timeout=self._connect_timeout, context=self._context
             )
             if proxy is not None:
-                auth = {"Proxy-Authorization": proxy.authorization} if proxy.authorization else None
-                conn.set_tunnel(self._host, self._port, headers=auth)
+                conn.set_tunnel(self._host, self._port, headers=self._proxy_headers or None)
         else:
             conn = http.client.HTTPConnection(host, port, timeout=self._connect_timeout)
         try:
@@ -135,12 +140,7 @@ class HttpPool:
             try:
                 if self._proxy is not None and not self._https:
                     # Through a proxy, plain HTTP names the whole URL (RFC 9112 absolute-form).
-                    headers = (
-                        {"Proxy-Authorization": self._proxy.authorization}
-                        if self._proxy.authorization
-                        else {}
-                    )
-                    conn.request(method, self._origin + target, headers=headers)
+                    conn.request(method, self._origin + target, headers=self._proxy_headers)
                 else:
                     conn.request(method, target)
                 response = conn.getresponse()

@@ -101,6 +101,17 @@ class UploadService:
         self, provider: StorageProvider, user_id: str, wanted: PresignRequest, key: str, expires_at: datetime
     ) -> None:
         """Queue the record of an issued key (written behind the answer; swept if never saved)."""
+        self._queue(provider, user_id, key, wanted, expires_at)
+
+    def extend(self, provider: StorageProvider, user_id: str, key: str, expires_at: datetime) -> None:
+        """Queue a later expiry for a key just signed for again (a part), so no sweep takes it meanwhile."""
+        # A key already recorded only takes the later expiry (INSERT_PENDING_BATCH); the
+        # name and "any type" matter only if the first record was lost.
+        self._queue(provider, user_id, key, PresignRequest(key.split("-", 1)[-1], "", None), expires_at)
+
+    def _queue(
+        self, provider: StorageProvider, user_id: str, key: str, wanted: PresignRequest, expires_at: datetime
+    ) -> None:
         self._recorder.record(
             PendingUpload(
                 object_key=key,
@@ -109,22 +120,6 @@ class UploadService:
                 file_name=wanted.file_name,
                 content_type=wanted.content_type,
                 declared_size=wanted.file_size,
-                created_at=datetime.now(UTC),
-                expires_at=expires_at,
-                saved_at=None,
-            )
-        )
-
-    def extend(self, provider: StorageProvider, user_id: str, key: str, expires_at: datetime) -> None:
-        """Queue a later expiry for a key just signed for again (a part), so no sweep takes it meanwhile."""
-        self._recorder.record(
-            PendingUpload(
-                object_key=key,
-                provider=provider.name,
-                user_id=user_id,
-                file_name=key.split("-", 1)[-1],
-                content_type="",
-                declared_size=None,
                 created_at=datetime.now(UTC),
                 expires_at=expires_at,
                 saved_at=None,
