@@ -3,13 +3,16 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint format install browser tinyproxy clean bench
+.PHONY: run test test-unit lint format install browser tinyproxy clean bench
 
 run: install  ## Run the service on http://localhost:3000 with local PostgreSQL and storage emulators
 	$(BIN)/python -m devstack
 
-test: install lint  ## Run lint, type checks and the test suite
+test: install lint  ## Run lint, type checks and the test suite (every layer)
 	$(BIN)/pytest
+
+test-unit: $(VENV)/.installed  ## Run the unit layer alone: seconds, nothing started, no server needed
+	$(BIN)/pytest tests/unit
 
 bench: install  ## Benchmark ours vs a guide-like baseline and an echo ceiling (needs wrk: apt-get install wrk)
 	$(BIN)/python -m bench

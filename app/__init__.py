@@ -56,21 +56,21 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
 
 def register_extensions(app: Flask, settings: Settings) -> None:
-    """Create the per-process pool, storage clients and repository."""
-    db.init_app(app, settings)
-    storage.init_app(app, settings)
+    """Build the per-process parts once: pool, storage clients, repository, services."""
+    database = db.Database.from_settings(settings)
+    providers = storage.build_providers(settings)
+    app.extensions["database"] = database
+    app.extensions["storage"] = providers
     auth.init_app(app, settings.auth)
     openapi.init_app(app, settings)
-    page.init_app(app, settings)
-    rls = settings.db_row_level_security
-    # Presign records are written by a background thread, on connections of its own borrowing.
-    background = FileRepository(db.run_outside_request(db.get_database(app)), row_level_security=rls)
-    repo = FileRepository(db.run_queries, row_level_security=rls)
+    page.init_app(app, settings, providers)
+    repo = FileRepository(database.run, row_level_security=settings.db_row_level_security)
     policy = UploadPolicy(settings.max_upload_bytes, settings.allowed_content_types)
-    uploads = UploadService(repo, policy, PendingRecorder(background.record_pending_batch))
+    # Presign records are written behind the answers, by a thread of the recorder's.
+    uploads = UploadService(repo, policy, PendingRecorder(repo.record_pending_batch), providers)
     app.extensions["uploads"] = uploads
     app.extensions["multipart"] = MultipartService(uploads, policy, settings.upload_url_expires_seconds)
-    app.extensions["files"] = FileService(repo, settings.download_url_expires_seconds)
+    app.extensions["files"] = FileService(repo, providers, settings.download_url_expires_seconds)
 
 
 def register_blueprints(app: Flask) -> None:

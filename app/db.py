@@ -1,9 +1,10 @@
-"""The process-wide PostgreSQL pool and the connection a request borrows from it.
+"""The process-wide PostgreSQL pool, and the one way the service runs SQL.
 
-The pool is created on first use, in the process that uses it, so nothing
-holds a connection across the server's fork. A request borrows one
-connection (``get_db``), may hand it back early before slow storage I/O
-(``release_db``), and teardown returns whatever is left, rolled back.
+Connections are opened on first use, in the process that uses them, so
+nothing holds a connection across the server's fork. Every unit of work
+(``Database.run``) borrows a connection, runs, and gives it back before it
+returns: no caller can hold one while it waits on storage, by construction.
+Autocommit makes each such call one round trip and its own transaction.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from typing import TypeVar
 import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
-from flask import Flask, current_app, g
 
 from .config import Settings
 from .errors import ServiceUnavailable
@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 RETRY_AFTER_SECONDS = "2"
+READINESS_TIMEOUT_MS = 1000
 Connection = psycopg2.extensions.connection
 
 
@@ -175,6 +176,33 @@ class Database:
             with contextlib.suppress(psycopg2.Error):
                 conn.close()
 
+    def run(self, work: Callable[[psycopg2.extensions.cursor], T]) -> T:
+        """Run ``work`` on a borrowed connection, given back before this returns (see ``_run_with_retry``)."""
+        held: list[Connection] = []
+
+        def borrow() -> Connection:
+            held.append(self.borrow())
+            return held[-1]
+
+        def give_back(conn: Connection, broken: bool) -> None:
+            held.remove(conn)
+            self.give_back(conn, discard=broken)
+
+        try:
+            return _run_with_retry(work, borrow, give_back)
+        finally:
+            for conn in held:
+                self.give_back(conn)
+
+    def ping(self) -> None:
+        """Run a trivial query bounded by a short timeout; raise ``DatabaseUnavailable`` if it fails."""
+
+        def ping(cur: psycopg2.extensions.cursor) -> None:
+            # One string, one implicit transaction: SET LOCAL bounds the SELECT.
+            cur.execute("SET LOCAL statement_timeout = %s; SELECT 1", (READINESS_TIMEOUT_MS,))
+
+        self.run(ping)
+
 
 def _looks_alive(conn: Connection) -> bool:
     """Whether an idle connection is still open, as far as a look at its socket tells.
@@ -191,29 +219,6 @@ def _looks_alive(conn: Connection) -> bool:
         return not poller.poll(0)
     except (OSError, ValueError, psycopg2.Error):
         return False
-
-
-def get_database(app: Flask | None = None) -> Database:
-    """Return the app's ``Database``."""
-    return (app or current_app).extensions["database"]  # type: ignore[no-any-return]
-
-
-def get_db() -> psycopg2.extensions.connection:
-    """Return this request's connection, borrowing one on first use."""
-    if "db" not in g:
-        g.db = get_database().borrow()
-    return g.db  # type: ignore[no-any-return]
-
-
-def release_db(discard: bool = False) -> None:
-    """Give this request's connection back now, if it holds one."""
-    conn = g.pop("db", None)
-    if conn is not None:
-        get_database().give_back(conn, discard=discard)
-
-
-def _teardown(exc: BaseException | None) -> None:
-    release_db()
 
 
 def _run_with_retry(
@@ -255,50 +260,3 @@ def _run_with_retry(
                 raise DatabaseUnavailable() from None
             log.info("database connection broke, retrying on a fresh one")
     raise AssertionError("unreachable")
-
-
-def run_queries(work: Callable[[psycopg2.extensions.cursor], T]) -> T:
-    """Run ``work`` on this request's connection (see ``_run_with_retry``)."""
-    return _run_with_retry(work, get_db, lambda _conn, broken: release_db(discard=broken))
-
-
-def run_outside_request(database: Database) -> Callable[[Callable[[psycopg2.extensions.cursor], T]], T]:
-    """Return a ``run_queries`` for background threads: each call borrows and returns its own connection."""
-
-    def run(work: Callable[[psycopg2.extensions.cursor], T]) -> T:
-        held: list[Connection] = []
-
-        def borrow() -> Connection:
-            held.append(database.borrow())
-            return held[-1]
-
-        def give_back(conn: Connection, broken: bool) -> None:
-            held.remove(conn)
-            database.give_back(conn, discard=broken)
-
-        try:
-            return _run_with_retry(work, borrow, give_back)
-        finally:
-            for conn in held:
-                database.give_back(conn)
-
-    return run
-
-
-READINESS_TIMEOUT_MS = 1000
-
-
-def check_database() -> None:
-    """Run a trivial query bounded by a short timeout; raise ``DatabaseUnavailable`` if it fails."""
-
-    def ping(cur: psycopg2.extensions.cursor) -> None:
-        # One string, one implicit transaction: SET LOCAL bounds the SELECT.
-        cur.execute("SET LOCAL statement_timeout = %s; SELECT 1", (READINESS_TIMEOUT_MS,))
-
-    run_queries(ping)
-
-
-def init_app(app: Flask, settings: Settings) -> None:
-    """Attach the pool to ``app`` and return connections after each request."""
-    app.extensions["database"] = Database.from_settings(settings)
-    app.teardown_appcontext(_teardown)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, jsonify
 
+from . import components
 from .config import PROVIDERS
-from .db import check_database
 from .errors import ServiceUnavailable
-from .storage import StorageProvider
 
 bp = Blueprint("status", __name__)
 
@@ -17,8 +16,8 @@ bp = Blueprint("status", __name__)
 @bp.get("/providers")
 def list_providers() -> Response:
     """List enabled providers (name and bucket, never a secret) and the default."""
-    providers: dict[str, StorageProvider] = current_app.extensions["storage"]
-    settings = current_app.extensions["settings"]
+    providers = components.providers()
+    settings = components.settings()
     return jsonify(
         {
             "success": True,
@@ -39,16 +38,15 @@ def healthz() -> Response:
 @bp.get("/readyz")
 def readyz() -> tuple[Response, int]:
     """Readiness: the database answers a short query; each provider's configuration is reported."""
-    providers: dict[str, StorageProvider] = current_app.extensions["storage"]
-    missing = current_app.extensions["settings"].missing
+    providers = components.providers()
     report: dict[str, Any] = {}
     for name in PROVIDERS:
         if name in providers:
             report[name] = {"configured": True, "bucket": providers[name].bucket}
         else:
-            report[name] = {"configured": False, "missing": list(missing.get(name, ()))}
+            report[name] = {"configured": False, "missing": list(providers.missing(name))}
     try:
-        check_database()
+        components.get_database().ping()
         database, status = "ok", 200
     except ServiceUnavailable as exc:
         database, status = exc.message, 503

@@ -72,7 +72,8 @@ class Server:
             try:
                 if requests.get(f"{self.base}/healthz", timeout=1).ok:
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
+                # Not listening yet, or too busy starting its workers to answer.
                 time.sleep(0.2)
         raise RuntimeError(f"{self.name} did not start; see {self.log}")
 

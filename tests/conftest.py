@@ -19,7 +19,7 @@ from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 
 from app import create_app
-from app.db import get_database
+from app.components import get_database
 from app.migrations import apply_migrations
 from devstack.stack import LocalStack
 from tests.helpers import recorder

@@ -15,7 +15,8 @@ import pytest
 from flask import Flask
 
 from app import create_app
-from app.db import DatabaseUnavailable, _run_with_retry, get_database
+from app.components import get_database
+from app.db import DatabaseUnavailable, _run_with_retry
 from app.migrations import apply_migrations
 from devstack.services import NetworkPostgres
 from tests.conftest import close_app

@@ -12,7 +12,7 @@ import psycopg2
 import pytest
 
 from app import create_app
-from app.db import get_database
+from app.components import get_database
 from app.migrations import apply_migrations
 from devstack.services import NetworkPostgres
 from tests.helpers import put

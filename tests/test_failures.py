@@ -11,7 +11,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from app.db import get_database
+from app.components import get_database
 from tests.helpers import presign, put, rows, save
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ import requests
 from flask import Flask
 from flask.testing import FlaskClient
 
-from app.storage import get_provider
+from app.components import get_provider
 from app.uploads.files import content_disposition
 from tests.helpers import PROVIDERS, rows, upload
 

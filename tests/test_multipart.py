@@ -15,7 +15,7 @@ import requests
 from flask import Flask
 from flask.testing import FlaskClient
 
-from app.storage import get_provider
+from app.components import get_provider
 from tests.helpers import S3_FAMILY, recorder, save
 
 pytestmark = pytest.mark.integration

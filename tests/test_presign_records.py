@@ -16,9 +16,9 @@ import requests
 from flask import Flask
 from flask.testing import FlaskClient
 
-from app.db import DatabaseUnavailable, get_database, run_outside_request
+from app.components import get_database, get_provider
+from app.db import DatabaseUnavailable
 from app.repository import FileRepository, PendingUpload
-from app.storage import get_provider
 from app.uploads import recorder as recorder_module
 from app.uploads.recorder import PendingRecorder
 from tests.helpers import PROVIDERS, presign, put, recorder, rows, save
@@ -143,7 +143,7 @@ def test_close_stops_the_thread_and_a_new_record_starts_another() -> None:
 
 @pytest.fixture
 def repo(app: Flask) -> FileRepository:
-    return FileRepository(run_outside_request(get_database(app)))
+    return FileRepository(get_database(app).run)
 
 
 def pending_rows(db: psycopg2.extensions.connection) -> list[dict[str, Any]]:

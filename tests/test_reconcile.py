@@ -10,9 +10,10 @@ import psycopg2.extensions
 import pytest
 from flask import Flask
 
+from app.components import get_provider
 from app.maintenance.reconcile import reconcile
 from app.repository import MaintenanceRepository
-from app.storage import StorageProvider, get_provider
+from app.storage import StorageProvider
 from tests.helpers import PROVIDERS, presign, put, recorder, rows, upload
 
 pytestmark = pytest.mark.integration

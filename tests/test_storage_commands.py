@@ -10,7 +10,8 @@ import pytest
 import requests
 from flask import Flask
 
-from app.storage import StorageRefused, get_provider
+from app.components import get_provider
+from app.storage import StorageRefused
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ import requests
 from flask import Flask
 from moto import mock_aws
 
+from app.components import get_provider
 from app.config import AzureSettings, S3CompatibleSettings, load_settings
-from app.storage import get_provider
 from app.storage.azure import AzureBlobProvider
 from app.storage.s3 import S3CompatibleProvider
 

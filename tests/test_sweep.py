@@ -14,10 +14,10 @@ import requests
 from flask import Flask
 from flask.testing import FlaskClient
 
+from app.components import get_provider
 from app.maintenance.durations import format_duration, parse_duration
 from app.maintenance.sweep import SweepReport, sweep
 from app.repository import MaintenanceRepository
-from app.storage import get_provider
 from tests.helpers import PROVIDERS, presign, put, recorder, save, upload
 
 pytestmark = pytest.mark.integration

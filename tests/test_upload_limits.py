@@ -10,7 +10,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from app.storage import get_provider
+from app.components import get_provider
 from tests.helpers import PROVIDERS, S3_FAMILY, presign, put, recorder, rows, save
 
 pytestmark = pytest.mark.integration
@@ -150,10 +150,10 @@ def test_upload_within_limits_is_recorded(
 def test_a_refused_key_is_claimed_so_a_racing_save_can_never_record_its_deleted_object(
     app: Flask, db: psycopg2.extensions.connection
 ) -> None:
-    from app.db import get_database, run_outside_request
+    from app.components import get_database
     from app.repository import AbandonedUpload, FileRepository, NewFile
 
-    repo = FileRepository(run_outside_request(get_database(app)))
+    repo = FileRepository(get_database(app).run)
     client = app.test_client()
     refused = presign(client, "azure", "a.png", "image/png", file_size=4)["objectKey"]
     saved = upload_key(client)

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 import click
 import psycopg2
-from flask import Flask, current_app
+from flask import Flask
 from flask.cli import AppGroup
 
+from .. import components
 from ..config import PROVIDERS, Settings
 from ..migrations import pending_migrations
 from ..repository import FILE_TABLES, MaintenanceRepository
-from ..storage import StorageError, StorageProvider, StorageRefused
+from ..storage import ProviderRegistry, StorageError, StorageProvider, StorageRefused
 from ..storage.base import CORS_ALLOWED_HEADERS, CORS_EXPOSED_HEADERS, CORS_MAX_AGE_SECONDS
 from .durations import Duration, format_duration
 from .reconcile import reconcile
@@ -25,25 +26,24 @@ storage_cli = AppGroup("storage", help="Buckets of the enabled providers: set-up
 
 
 def _settings() -> Settings:
-    return current_app.extensions["settings"]  # type: ignore[no-any-return]
+    return components.settings()
 
 
-def _providers() -> dict[str, StorageProvider]:
-    providers: dict[str, StorageProvider] = current_app.extensions["storage"]
+def _providers() -> ProviderRegistry:
+    providers = components.providers()
     if not providers:
         raise click.ClickException("no provider is configured")
     return providers
 
 
-def _chosen(names: Sequence[str]) -> dict[str, StorageProvider]:
+def _chosen(names: Sequence[str]) -> Mapping[str, StorageProvider]:
     """Return the providers named (all enabled ones when none are), refusing a disabled one."""
     providers = _providers()
     if not names:
         return providers
-    missing = _settings().missing
     for name in names:
         if name not in providers:
-            needs = ", ".join(missing.get(name, ())) or "its variables"
+            needs = ", ".join(providers.missing(name)) or "its variables"
             raise click.ClickException(f"{name} is not configured: set {needs}")
     return {name: providers[name] for name in names}
 
@@ -298,14 +298,14 @@ def _check_database(settings: Settings) -> tuple[str, bool]:
 def check_command(origins: tuple[str, ...]) -> None:
     """Check each provider's credentials, bucket and CORS, and the database; exit 1 on a problem."""
     settings = _settings()
-    providers: dict[str, StorageProvider] = current_app.extensions["storage"]
+    providers = components.providers()
     chosen = _origins(origins)
     rows: list[list[str]] = []
     healthy = True
     for name in PROVIDERS:
         provider = providers.get(name)
         if provider is None:
-            needs = ", ".join(settings.missing.get(name, ())) or "its variables"
+            needs = ", ".join(providers.missing(name)) or "its variables"
             rows.append([name, "-", f"not configured (set {needs})", "-", "-"])
             continue
         cells, ok = _check_provider(provider, chosen)

@@ -7,6 +7,7 @@ bundle and the page's own script, and nothing is copied into the repository.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,7 +35,7 @@ MEDIA_TYPES = {
 }
 
 
-def _page_config(settings: Settings, providers: dict[str, StorageProvider]) -> dict[str, Any]:
+def _page_config(settings: Settings, providers: Mapping[str, StorageProvider]) -> dict[str, Any]:
     enabled = [name for name in PROVIDERS if name in providers]
     default = settings.default_provider if settings.default_provider in enabled else next(iter(enabled), None)
     return {
@@ -47,7 +48,7 @@ def _page_config(settings: Settings, providers: dict[str, StorageProvider]) -> d
     }
 
 
-def _content_security_policy(providers: dict[str, StorageProvider]) -> str:
+def _content_security_policy(providers: Mapping[str, StorageProvider]) -> str:
     # The page talks to this service and PUTs straight to the storage endpoints; nothing else.
     origins = sorted(
         {f"{p.scheme}://{p.netloc}" for p in (urlsplit(s.object_url("x")) for s in providers.values())}
@@ -98,8 +99,7 @@ def _static(response: Response) -> Response:
     return response
 
 
-def init_app(app: Flask, settings: Settings) -> None:
+def init_app(app: Flask, settings: Settings, providers: Mapping[str, StorageProvider]) -> None:
     """Work out the page's configuration and CSP once."""
-    providers: dict[str, StorageProvider] = app.extensions["storage"]
     app.extensions["page_config"] = _page_config(settings, providers)
     app.extensions["page_csp"] = _content_security_policy(providers)

@@ -1,11 +1,8 @@
-"""Storage providers: build one per configured bucket, look them up by name."""
+"""Storage providers: build one per configured bucket, once per process."""
 
 from __future__ import annotations
 
-from flask import Flask, current_app
-
 from ..config import AzureSettings, ConfigError, Settings
-from ..errors import ServiceUnavailable
 from .base import (
     CorsRule,
     ListedObject,
@@ -18,6 +15,7 @@ from .base import (
     StorageTimeout,
 )
 from .http import UnusableProxy
+from .registry import ProviderRegistry
 
 __all__ = [
     "CorsRule",
@@ -25,17 +23,16 @@ __all__ = [
     "MultipartProvider",
     "ObjectInfo",
     "PresignedUpload",
+    "ProviderRegistry",
     "StorageError",
     "StorageProvider",
     "StorageRefused",
     "StorageTimeout",
     "build_providers",
-    "get_provider",
-    "init_app",
 ]
 
 
-def build_providers(settings: Settings) -> dict[str, StorageProvider]:
+def build_providers(settings: Settings) -> ProviderRegistry:
     """Create one client per enabled provider; done once per process."""
     providers: dict[str, StorageProvider] = {}
     connect, read = settings.storage_connect_timeout_seconds, settings.storage_read_timeout_seconds
@@ -62,20 +59,4 @@ def build_providers(settings: Settings) -> dict[str, StorageProvider]:
                 )
             except UnusableProxy as exc:
                 raise ConfigError([f"{exc} ({name})"]) from None
-    return providers
-
-
-def get_provider(name: str) -> StorageProvider:
-    """Return the enabled provider ``name``, or refuse with what is missing."""
-    providers: dict[str, StorageProvider] = current_app.extensions["storage"]
-    provider = providers.get(name)
-    if provider is not None:
-        return provider
-    missing = current_app.extensions["settings"].missing
-    names = ", ".join(missing.get(name, ())) or "its variables"
-    raise ServiceUnavailable(f"provider {name!r} is not configured: set {names}")
-
-
-def init_app(app: Flask, settings: Settings) -> None:
-    """Build the app's providers."""
-    app.extensions["storage"] = build_providers(settings)
+    return ProviderRegistry(providers, settings.missing)

@@ -12,10 +12,9 @@ import re
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from ..db import release_db
 from ..errors import BadRequest, NotFound
 from ..repository import FileRepository, StoredFile
-from ..storage import StorageProvider
+from ..storage import ProviderRegistry, StorageProvider
 from .policy import is_active_type, media_essence
 
 DEFAULT_PAGE_SIZE = 20
@@ -89,12 +88,14 @@ class FilePage:
 class FileService:
     """Reads and deletes saved files on behalf of their owners."""
 
-    def __init__(self, repo: FileRepository, download_expires_seconds: int):
+    def __init__(self, repo: FileRepository, providers: ProviderRegistry, download_expires_seconds: int):
         self._repo = repo
+        self._providers = providers
         self._expires = download_expires_seconds
 
-    def download_url(self, provider: StorageProvider, row: StoredFile) -> str:
+    def download_url(self, row: StoredFile) -> str:
         """Return a fresh link that reads the file (public, or signed for a private bucket)."""
+        provider = self._providers.require(row.provider)
         name = row.file_name or row.object_key.rsplit("/", 1)[-1]
         active = is_active_type(row.content_type or "")
         return provider.download_url(
@@ -138,8 +139,6 @@ class FileService:
             if file_id is not None and self._repo.was_deleted(provider.name, user_id, file_id):
                 return
             raise NotFound(f"no file {raw_id} among your {provider.name} files")
-        # Never hold a database connection while waiting on the storage provider.
-        release_db()
         # Object first: if storage fails the row stays, and the client can retry.
         provider.delete(row.object_key)
         self._repo.delete_file(provider.name, user_id, row.id)

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from .. import components
 from ..auth import current_user_id
 from ..errors import BadRequest
 from ..ratelimit import check_rate, rate_limited
-from ..storage import MultipartProvider, get_provider
+from ..storage import MultipartProvider
 from .multipart import MultipartService, multipart_provider
 from .schemas import (
     json_object,
@@ -38,11 +39,11 @@ MAX_COMPLETE_BODY_BYTES = 1024**2
 
 
 def _multipart() -> MultipartService:
-    return current_app.extensions["multipart"]  # type: ignore[no-any-return]
+    return components.multipart()
 
 
 def _provider(name: str) -> MultipartProvider:
-    return multipart_provider(get_provider(name))
+    return multipart_provider(components.get_provider(name))
 
 
 def _key() -> str:

@@ -115,6 +115,8 @@ def parse_save(body: dict[str, Any], key_fields: tuple[str, ...]) -> SaveRequest
 
 MAX_UPLOAD_ID_LENGTH = 1024
 MAX_PART_NUMBER = 10_000
+# Parts one batch request may sign: a bound on one request's work.
+MAX_BATCH_PARTS = 100
 _SIGNABLE = (
     "PutObject (PUT), CreateMultipartUpload (POST), UploadPart (PUT with uploadId and partNumber), "
     "ListParts (GET with uploadId), CompleteMultipartUpload (POST with uploadId) and "
@@ -167,12 +169,12 @@ def parse_part_number(value: object) -> int:
 
 
 def parse_part_numbers(raw: str | None) -> list[int]:
-    """Read ``partNumbers=1,2,3`` (at most 100 at once)."""
+    """Read ``partNumbers=1,2,3`` (at most ``MAX_BATCH_PARTS`` at once)."""
     if not raw:
         raise BadRequest("partNumbers is required, such as partNumbers=1,2,3")
     items = raw.split(",")
-    if len(items) > 100:
-        raise BadRequest("partNumbers names at most 100 parts at once")
+    if len(items) > MAX_BATCH_PARTS:
+        raise BadRequest(f"partNumbers names at most {MAX_BATCH_PARTS} parts at once")
     return [parse_part_number(item.strip()) for item in items]
 
 

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from ..config import PROVIDERS
-from ..db import release_db
 from ..errors import (
     ApiError,
     BadRequest,
@@ -20,11 +19,11 @@ from ..errors import (
     UnprocessableEntity,
 )
 from ..repository import AbandonedUpload, FileRepository, NewFile, PendingUpload, StoredFile
-from ..storage import ObjectInfo, PresignedUpload, StorageError, StorageProvider, get_provider
+from ..storage import ObjectInfo, PresignedUpload, ProviderRegistry, StorageError, StorageProvider
 from .keys import KeySigner
 from .policy import UploadPolicy, normalize_media_type
 from .recorder import PendingRecorder
-from .schemas import PresignRequest
+from .schemas import PresignRequest, SaveRequest
 
 KEY_SECRET_NAME = "object-key"  # noqa: S105 - a row name, not a secret
 
@@ -49,10 +48,17 @@ def _owned_row(row: StoredFile | None, user_id: str, field: str) -> StoredFile:
 class UploadService:
     """Presign and save-metadata, for every provider."""
 
-    def __init__(self, repo: FileRepository, policy: UploadPolicy, recorder: PendingRecorder):
+    def __init__(
+        self,
+        repo: FileRepository,
+        policy: UploadPolicy,
+        recorder: PendingRecorder,
+        providers: ProviderRegistry,
+    ):
         self._repo = repo
         self._policy = policy
         self._recorder = recorder
+        self._providers = providers
         self._signer: KeySigner | None = None
         self._signer_lock = threading.Lock()
 
@@ -142,12 +148,7 @@ class UploadService:
             raise Forbidden(f"{field} was not issued to this user")
 
     def save_upload(
-        self,
-        provider_name: str | None,
-        user_id: str,
-        key: str,
-        field: str = "objectKey",
-        fallback_provider: str = "s3",
+        self, provider_name: str | None, user_id: str, wanted: SaveRequest, fallback_provider: str = "s3"
     ) -> tuple[StoredFile, bool]:
         """Check the object is in the bucket and belongs to ``user_id``, then record it.
 
@@ -156,21 +157,22 @@ class UploadService:
         Returns the row and whether this call created it (saving twice is fine).
         """
         signer = self.key_signer()
-        if not signer.is_tagged(key):
-            return self._save_untagged(provider_name, user_id, key, field, fallback_provider)
+        if not signer.is_tagged(wanted.key):
+            return self._save_untagged(provider_name, user_id, wanted, fallback_provider)
         # The route's own provider first: one HMAC on the common path.
         order = PROVIDERS if provider_name is None else (provider_name, *PROVIDERS)
-        issued_for = next((name for name in order if signer.issued_to(key, name, user_id)), None)
+        issued_for = next((name for name in order if signer.issued_to(wanted.key, name, user_id)), None)
         if issued_for is None:
-            raise Forbidden(f"{field} was not issued to this user")
+            raise Forbidden(f"{wanted.field} was not issued to this user")
         if provider_name not in (None, issued_for):
             raise Conflict(
-                f"{field} was issued for provider {issued_for!r}; save it with /{issued_for}/save-metadata"
+                f"{wanted.field} was issued for provider {issued_for!r}; "
+                f"save it with /{issued_for}/save-metadata"
             )
-        return self._save_tagged(get_provider(issued_for), user_id, key, field)
+        return self._save_tagged(self._providers.require(issued_for), user_id, wanted)
 
     def _save_tagged(
-        self, provider: StorageProvider, user_id: str, key: str, field: str
+        self, provider: StorageProvider, user_id: str, wanted: SaveRequest
     ) -> tuple[StoredFile, bool]:
         """Save a key whose tags say it was issued to this caller: no presign record needed.
 
@@ -178,13 +180,12 @@ class UploadService:
         the presign record has landed yet, so a save gets the same answer
         whenever it comes.
         """
+        key = wanted.key
         # Once a key has its row, saving again answers with it and never
         # touches storage (the object may since have been deleted or replaced).
         existing = self._repo.find_file(provider.name, key, user_id)
         if existing is not None:
-            return _owned_row(existing, user_id, field), False
-        # Never hold a database connection while waiting on the storage provider.
-        release_db()
+            return _owned_row(existing, user_id, wanted.field), False
         info = self._head(provider, key)
         problem: ApiError | None = self._policy.problem_with_stored(
             size=info.size, content_type=info.content_type, public=provider.public_read
@@ -193,15 +194,14 @@ class UploadService:
         if problem is None and not self.key_signer().matches_presign(key, content_type, info.size):
             problem = UnprocessableEntity(
                 f"the uploaded file ({info.size} bytes, {info.content_type or 'no content type'}) is not "
-                f"what {field} was presigned for; it was deleted"
+                f"what {wanted.field} was presigned for; it was deleted"
             )
         if problem is not None:
-            return self._refuse(provider, user_id, key, field, problem)
-        name = key.split("-", 1)[1]
-        return self._record(provider, user_id, key, name, info, field)
+            return self._refuse(provider, user_id, wanted, problem)
+        return self._record(provider, user_id, wanted, key.split("-", 1)[1], info)
 
     def _refuse(
-        self, provider: StorageProvider, user_id: str, key: str, field: str, problem: ApiError
+        self, provider: StorageProvider, user_id: str, wanted: SaveRequest, problem: ApiError
     ) -> tuple[StoredFile, bool]:
         """Delete an object that breaks the rules and raise ``problem``, unless the key has a row now.
 
@@ -209,21 +209,22 @@ class UploadService:
         recorded it meanwhile keeps its row and object (and this one answers
         with it), and one that comes later records nothing.
         """
-        if not self._repo.claim_refused(provider.name, key, user_id):
-            saved = self._repo.find_file(provider.name, key, user_id)
+        if not self._repo.claim_refused(provider.name, wanted.key, user_id):
+            saved = self._repo.find_file(provider.name, wanted.key, user_id)
             if saved is not None:
-                return _owned_row(saved, user_id, field), False
-        provider.delete(key)
+                return _owned_row(saved, user_id, wanted.field), False
+        provider.delete(wanted.key)
         raise problem
 
     def _save_untagged(
-        self, provider_name: str | None, user_id: str, key: str, field: str, fallback_provider: str
+        self, provider_name: str | None, user_id: str, wanted: SaveRequest, fallback_provider: str
     ) -> tuple[StoredFile, bool]:
         """Save a key in the guides' form: its presign record says whose it is."""
+        key, field = wanted.key, wanted.field
         pending = self._repo.find_pending(key, user_id)
         if provider_name is None:
             provider_name = pending.provider if pending else fallback_provider
-        provider = get_provider(provider_name)
+        provider = self._providers.require(provider_name)
         if pending is None:
             # Rows written before this service existed (by a guide's code) have
             # no pending record; they are still answered, to their owner only.
@@ -243,7 +244,6 @@ class UploadService:
             if existing is not None:
                 return _owned_row(existing, user_id, field), False
 
-        release_db()
         info = self._head(provider, key)
         # Azure SAS cannot bind size or type, and a client may skip fileSize:
         # what the signature could not enforce is enforced here, before any row.
@@ -255,8 +255,8 @@ class UploadService:
             public=provider.public_read,
         )
         if problem is not None:
-            return self._refuse(provider, user_id, key, field, problem)
-        return self._record(provider, user_id, key, pending.file_name, info, field)
+            return self._refuse(provider, user_id, wanted, problem)
+        return self._record(provider, user_id, wanted, pending.file_name, info)
 
     @staticmethod
     def _head(provider: StorageProvider, key: str) -> ObjectInfo:
@@ -268,8 +268,9 @@ class UploadService:
         return info
 
     def _record(
-        self, provider: StorageProvider, user_id: str, key: str, file_name: str, info: ObjectInfo, field: str
+        self, provider: StorageProvider, user_id: str, wanted: SaveRequest, file_name: str, info: ObjectInfo
     ) -> tuple[StoredFile, bool]:
+        key = wanted.key
         try:
             row, created = self._repo.save_file(
                 provider.name,
@@ -290,7 +291,7 @@ class UploadService:
             with suppress(StorageError):
                 provider.delete(key)
             raise Gone(
-                f"{field} was not saved in time and its upload was cleaned up as abandoned; "
+                f"{wanted.field} was not saved in time and its upload was cleaned up as abandoned; "
                 "presign the file again"
             ) from None
-        return _owned_row(row, user_id, field), created
+        return _owned_row(row, user_id, wanted.field), created

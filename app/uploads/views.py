@@ -9,35 +9,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, redirect, request
+from flask import Blueprint, Response, jsonify, redirect, request
 from werkzeug.wrappers import Response as BaseResponse
 
+from .. import components
 from ..auth import current_user_id
-from ..config import Settings
 from ..ratelimit import rate_limited
 from ..repository import StoredFile
-from ..storage import StorageProvider, get_provider
-from .files import FileService, parse_limit
+from .files import parse_limit
 from .schemas import json_object, parse_presign, parse_save, parse_signed_request
-from .service import IssuedUpload, UploadService
+from .service import IssuedUpload
 
 bp = Blueprint("uploads", __name__)
 guides_bp = Blueprint("guides", __name__)
 
 # Backblaze's direct-upload article signs its PUT for 60 seconds.
 SIGNED_REQUEST_SECONDS = 60
-
-
-def _settings() -> Settings:
-    return current_app.extensions["settings"]  # type: ignore[no-any-return]
-
-
-def _uploads() -> UploadService:
-    return current_app.extensions["uploads"]  # type: ignore[no-any-return]
-
-
-def _files() -> FileService:
-    return current_app.extensions["files"]  # type: ignore[no-any-return]
 
 
 def presign_body(issued: IssuedUpload) -> dict[str, Any]:
@@ -58,7 +45,7 @@ def presign_body(issued: IssuedUpload) -> dict[str, Any]:
     return body
 
 
-def file_body(row: StoredFile, provider: StorageProvider) -> dict[str, Any]:
+def file_body(row: StoredFile) -> dict[str, Any]:
     """Describe a saved file, with a fresh link to download it."""
     body: dict[str, Any] = {
         "id": row.id,
@@ -70,7 +57,7 @@ def file_body(row: StoredFile, provider: StorageProvider) -> dict[str, Any]:
         "etag": row.etag,
         "fileUrl": row.file_url,
         "uploadedAt": row.uploaded_at.isoformat().replace("+00:00", "Z") if row.uploaded_at else None,
-        "downloadUrl": _files().download_url(provider, row),
+        "downloadUrl": components.files().download_url(row),
     }
     if row.provider == "azure":
         body["blobName"] = row.object_key
@@ -80,9 +67,10 @@ def file_body(row: StoredFile, provider: StorageProvider) -> dict[str, Any]:
 def presign(provider_name: str) -> tuple[Response, int]:
     """Issue a key and a signed upload request for ``provider_name``."""
     user_id = current_user_id()
-    provider = get_provider(provider_name)
+    provider = components.get_provider(provider_name)
     wanted = parse_presign(json_object())
-    issued = _uploads().issue_upload(provider, user_id, wanted, _settings().upload_url_expires_seconds)
+    expires_in = components.settings().upload_url_expires_seconds
+    issued = components.uploads().issue_upload(provider, user_id, wanted, expires_in)
     return jsonify(presign_body(issued)), 200
 
 
@@ -94,20 +82,14 @@ def save(provider_name: str | None) -> tuple[Response, int]:
     """
     user_id = current_user_id()
     if provider_name is not None:
-        get_provider(provider_name)
+        components.get_provider(provider_name)
     body = json_object()
     key_fields = ("objectKey",) if provider_name not in ("azure", None) else ("objectKey", "blobName")
     wanted = parse_save(body, key_fields)
     # A key nobody issued has no provider on record; the Azure guide sends blobName.
-    fallback = "azure" if wanted.field == "blobName" else _settings().default_provider
-    row, created = _uploads().save_upload(
-        provider_name,
-        user_id,
-        wanted.key,
-        field=wanted.field,
-        fallback_provider=fallback,
-    )
-    body = {"success": True, "file": file_body(row, get_provider(row.provider))}
+    fallback = "azure" if wanted.field == "blobName" else components.settings().default_provider
+    row, created = components.uploads().save_upload(provider_name, user_id, wanted, fallback)
+    body = {"success": True, "file": file_body(row)}
     return jsonify(body), 201 if created else 200
 
 
@@ -130,10 +112,10 @@ def save_metadata(provider: str) -> tuple[Response, int]:
 def list_files(provider: str) -> tuple[Response, int]:
     """The caller's files, newest first: ``?limit=1..100&cursor=<nextCursor>``."""
     user_id = current_user_id()
-    storage = get_provider(provider)
+    storage = components.get_provider(provider)
     limit = parse_limit(request.args.get("limit"))
-    page = _files().list_files(storage, user_id, limit, request.args.get("cursor"))
-    files = [file_body(row, storage) for row in page.files]
+    page = components.files().list_files(storage, user_id, limit, request.args.get("cursor"))
+    files = [file_body(row) for row in page.files]
     return jsonify({"success": True, "files": files, "nextCursor": page.next_cursor}), 200
 
 
@@ -141,25 +123,25 @@ def list_files(provider: str) -> tuple[Response, int]:
 @rate_limited("files")
 def get_file(provider: str, file_id: str) -> tuple[Response, int]:
     """One of the caller's files, with a fresh ``downloadUrl``."""
-    storage = get_provider(provider)
-    row = _files().get_file(storage, current_user_id(), file_id)
-    return jsonify({"success": True, "file": file_body(row, storage)}), 200
+    storage = components.get_provider(provider)
+    row = components.files().get_file(storage, current_user_id(), file_id)
+    return jsonify({"success": True, "file": file_body(row)}), 200
 
 
 @bp.get("/files/<file_id>/download")
 @rate_limited("files")
 def download_file(provider: str, file_id: str) -> BaseResponse:
     """Redirect (302) to a fresh download link for one of the caller's files."""
-    storage = get_provider(provider)
-    row = _files().get_file(storage, current_user_id(), file_id)
-    return redirect(_files().download_url(storage, row), code=302)
+    service = components.files()
+    row = service.get_file(components.get_provider(provider), current_user_id(), file_id)
+    return redirect(service.download_url(row), code=302)
 
 
 @bp.delete("/files/<file_id>")
 @rate_limited("files")
 def delete_file(provider: str, file_id: str) -> tuple[str, int]:
     """Delete the object, then its row; 204, also when it was already deleted."""
-    _files().delete_file(get_provider(provider), current_user_id(), file_id)
+    components.files().delete_file(components.get_provider(provider), current_user_id(), file_id)
     return "", 204
 
 
@@ -170,7 +152,7 @@ def delete_file(provider: str, file_id: str) -> tuple[str, int]:
 @rate_limited("presign")
 def guide_presign_upload() -> tuple[Response, int]:
     """The S3 and R2 guides' presign route, for ``DEFAULT_PROVIDER``."""
-    return presign(_settings().default_provider)
+    return presign(components.settings().default_provider)
 
 
 @guides_bp.post("/save-metadata")
@@ -211,8 +193,8 @@ def guide_signed_request() -> tuple[Response, int]:
     checks what arrived.
     """
     user_id = current_user_id()
-    provider = get_provider("b2")
+    provider = components.get_provider("b2")
     wanted = parse_signed_request(request.args.to_dict())
-    expires_in = min(SIGNED_REQUEST_SECONDS, _settings().upload_url_expires_seconds)
-    issued = _uploads().issue_upload(provider, user_id, wanted, expires_in)
+    expires_in = min(SIGNED_REQUEST_SECONDS, components.settings().upload_url_expires_seconds)
+    issued = components.uploads().issue_upload(provider, user_id, wanted, expires_in)
     return jsonify({"url": issued.upload.url, **presign_body(issued)}), 200

@@ -1,8 +1,7 @@
-"""All SQL the service runs, as named constants, behind one repository class.
+"""The request path's SQL: presign records, saved files, and one user's reads and deletes.
 
-The four file tables are the guides' own (``s3_files``, ``r2_files``,
-``b2_files`` keyed by ``object_key``; ``azure_files`` keyed by ``blob_name``).
-Their names come from a fixed table below, never from input.
+Each ``FileRepository`` call is one transaction on behalf of one user
+(``Database.run``: a connection borrowed for the call and given back).
 """
 
 from __future__ import annotations
@@ -13,25 +12,13 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
-from psycopg2.extensions import connection as Connection
 from psycopg2.extensions import cursor as Cursor
 
+from .tables import FILE_TABLES, QueryCursor, Transaction
+
 T = TypeVar("T")
-
-
-class QueryCursor(Protocol):
-    """What the repository needs of a cursor."""
-
-    def execute(self, query: str, params: dict[str, Any], /) -> Any: ...
-
-    def fetchone(self) -> tuple[Any, ...] | None: ...
-
-    def fetchall(self) -> list[tuple[Any, ...]]: ...
-
-
-Transaction = Callable[[Callable[[Cursor], Any]], Any]
 
 
 @dataclass(frozen=True)
@@ -202,14 +189,6 @@ SELECT_DELETED = """
     SELECT 1 FROM deleted_files
     WHERE provider = %(provider)s AND file_id = %(id)s AND user_id = %(user_id)s
 """
-
-# provider -> (table, key column), straight from the guides.
-FILE_TABLES: dict[str, tuple[str, str]] = {
-    "s3": ("s3_files", "object_key"),
-    "r2": ("r2_files", "object_key"),
-    "b2": ("b2_files", "object_key"),
-    "azure": ("azure_files", "blob_name"),
-}
 
 
 def _file_queries(table: str, key: str) -> dict[str, str]:
@@ -419,265 +398,3 @@ class FileRepository:
             return cur.fetchone() is not None
 
         return self._run(user_id, work)
-
-
-# --- Maintenance (`flask storage sweep|reconcile`), run by operators as the tables' owner ---
-
-# Which role are we? Under row-level security a non-owner sees only the rows
-# of the user a transaction names, so a sweep would silently find nothing.
-SELECT_ROW_SECURITY_ACTIVE = "SELECT row_security_active('pending_uploads')"
-
-# Claim a batch of abandoned uploads: presigned before the cut-off, whose
-# upload URL has expired (an Azure SAS for a large file lives for days: a key
-# whose URL still works is never swept, or a later PUT would land an object
-# nobody looks at), never saved, no row in any files table. SKIP LOCKED hands
-# racing sweepers disjoint batches; the claim commits before any object is deleted, and a
-# save that comes later is refused (_INSERT_FILE). A claim whose sweeper died
-# before marking it swept is taken again once it is stale.
-SWEEP_CLAIM = """
-    UPDATE pending_uploads AS p
-    SET sweep_claimed_at = now()
-    FROM (
-        SELECT object_key
-        FROM pending_uploads AS c
-        WHERE c.saved_at IS NULL
-          AND c.created_at < now() - make_interval(secs => %(older_than)s)
-          AND c.expires_at < now()
-          AND c.provider = ANY(%(providers)s)
-          AND (c.sweep_claimed_at IS NULL
-               OR (c.swept_at IS NULL AND c.sweep_claimed_at < now() - make_interval(secs => %(stale)s)))
-          {no_file_row}
-        ORDER BY c.created_at
-        LIMIT %(limit)s
-        FOR UPDATE SKIP LOCKED
-    ) AS batch
-    WHERE p.object_key = batch.object_key
-    RETURNING p.object_key, p.provider
-"""
-# Built from the table map, like every other per-provider query: no row in any files table.
-_NO_FILE_ROW = "AND NOT EXISTS (SELECT 1 FROM {table} f WHERE f.{key} = c.object_key)"
-SWEEP_CLAIM = SWEEP_CLAIM.format(
-    no_file_row="\n          ".join(
-        _NO_FILE_ROW.format(table=table, key=key) for table, key in FILE_TABLES.values()
-    )
-)
-
-# Keys some URL signed for them may still upload to: their unfinished
-# multipart uploads are not aborted.
-SELECT_LIVE_KEYS = """
-    SELECT object_key FROM pending_uploads
-    WHERE object_key = ANY(%(keys)s) AND expires_at >= now()
-"""
-
-MARK_SWEPT = """
-    UPDATE pending_uploads SET swept_at = now()
-    WHERE object_key = ANY(%(keys)s) AND sweep_claimed_at IS NOT NULL
-"""
-
-# Swept records are kept a while after the sweep (a save whose HEAD came just
-# before the delete must still meet the claim, and a PUT that started before
-# its URL expired may still be landing); then their objects are deleted once
-# more (SELECT_FORGETTABLE) and the records forgotten (FORGET_SWEPT), so no
-# object outlives the record that says it was swept.
-SELECT_FORGETTABLE = """
-    SELECT object_key, provider FROM pending_uploads
-    WHERE swept_at < now() - make_interval(secs => %(keep)s) AND expires_at < now()
-      AND provider = ANY(%(providers)s) AND object_key > %(after)s
-    ORDER BY object_key
-    LIMIT %(limit)s
-"""
-
-FORGET_SWEPT = """
-    DELETE FROM pending_uploads
-    WHERE object_key = ANY(%(keys)s) AND swept_at IS NOT NULL AND saved_at IS NULL
-"""
-
-# Reconcile: the bucket listing is copied, a page at a time, into a
-# temporary table, and PostgreSQL does both anti-joins; the process holds
-# one page at a time whatever the bucket's size.
-CREATE_LISTING = """
-    CREATE TEMPORARY TABLE IF NOT EXISTS reconcile_listing (
-        key TEXT PRIMARY KEY,
-        size BIGINT NOT NULL,
-        last_modified TIMESTAMPTZ NOT NULL
-    )
-"""
-TRUNCATE_LISTING = "TRUNCATE reconcile_listing"
-INSERT_LISTING = """
-    INSERT INTO reconcile_listing (key, size, last_modified)
-    SELECT r->>0, (r->>1)::bigint, (r->>2)::timestamptz
-    FROM json_array_elements(%(objects)s::json) AS r
-    ON CONFLICT (key) DO NOTHING
-"""
-
-_SELECT_OBJECTS_WITHOUT_ROW = """
-    SELECT l.key, l.size, l.last_modified
-    FROM reconcile_listing AS l
-    WHERE l.key > %(after)s
-      AND NOT EXISTS (SELECT 1 FROM {table} AS f WHERE f.{key} = l.key)
-    ORDER BY l.key
-    LIMIT %(limit)s
-"""
-
-_SELECT_ROWS_WITHOUT_OBJECT = """
-    SELECT f.id, f.{key}, f.user_id, f.upload_timestamp
-    FROM {table} AS f
-    WHERE f.id > %(after)s
-      AND f.upload_timestamp < %(listed_since)s
-      AND NOT EXISTS (SELECT 1 FROM reconcile_listing AS l WHERE l.key = f.{key})
-    ORDER BY f.id
-    LIMIT %(limit)s
-"""
-
-_COUNT_ROWS = "SELECT count(*) FROM {table}"
-
-# Claim orphan objects for deletion the way a sweep claims abandoned uploads,
-# creating the record when presign's never landed: a save racing the fix
-# either marks the record first (and the object is kept) or is refused.
-_CLAIM_ORPHANS = """
-    INSERT INTO pending_uploads AS p
-        (object_key, provider, user_id, file_name, content_type, expires_at, sweep_claimed_at)
-    SELECT k, %(provider)s, '', '', '', now(), now()
-    FROM unnest(%(keys)s::text[]) AS k
-    WHERE NOT EXISTS (SELECT 1 FROM {table} AS f WHERE f.{key} = k)
-    ON CONFLICT (object_key) DO UPDATE SET sweep_claimed_at = now(), swept_at = NULL
-        WHERE p.saved_at IS NULL
-          AND (p.sweep_claimed_at IS NULL OR p.swept_at IS NOT NULL
-               OR p.sweep_claimed_at < now() - make_interval(secs => %(stale)s))
-    RETURNING object_key
-"""
-
-_DELETE_ROW_BY_ID = """
-    WITH gone AS (
-        DELETE FROM {table}
-        WHERE id = %(id)s AND {key} = %(object_key)s
-        RETURNING id, {key}, user_id
-    )
-    INSERT INTO deleted_files (provider, file_id, user_id, object_key)
-    SELECT %(provider)s, id, user_id, {key} FROM gone
-    ON CONFLICT (provider, file_id) DO NOTHING
-"""
-
-
-def _maintenance_queries(table: str, key: str) -> dict[str, str]:
-    return {
-        name: query.format(table=table, key=key)
-        for name, query in (
-            ("objects_without_row", _SELECT_OBJECTS_WITHOUT_ROW),
-            ("rows_without_object", _SELECT_ROWS_WITHOUT_OBJECT),
-            ("count_rows", _COUNT_ROWS),
-            ("claim_orphans", _CLAIM_ORPHANS),
-            ("delete_row", _DELETE_ROW_BY_ID),
-        )
-    }
-
-
-MAINTENANCE_QUERIES: dict[str, dict[str, str]] = {
-    provider: _maintenance_queries(table, key) for provider, (table, key) in FILE_TABLES.items()
-}
-
-
-@dataclass(frozen=True)
-class ListedRow:
-    """A files-table row that reconcile looks at."""
-
-    id: int
-    object_key: str
-    user_id: str
-    uploaded_at: datetime | None
-
-
-class MaintenanceRepository:
-    """The operators' queries, on one connection of their own (not the request pool).
-
-    Each method is one transaction, committed before it returns: a claim must
-    be visible to saves before the objects it names are deleted.
-    """
-
-    def __init__(self, conn: Connection):
-        self._conn = conn
-
-    def _one(self, query: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
-        with self._conn, self._conn.cursor() as cur:
-            cur.execute(query, params or {})
-            return cur.fetchall() if cur.description else []
-
-    def row_security_hides_rows(self) -> bool:
-        """Whether row-level security applies to this role (so it cannot see every user's rows)."""
-        return bool(self._one(SELECT_ROW_SECURITY_ACTIVE)[0][0])
-
-    def claim_abandoned(
-        self, providers: Sequence[str], older_than: float, limit: int, stale_after: float
-    ) -> list[tuple[str, str]]:
-        """Claim up to ``limit`` abandoned uploads; return their (key, provider)."""
-        params = {
-            "providers": list(providers),
-            "older_than": older_than,
-            "limit": limit,
-            "stale": stale_after,
-        }
-        return [(row[0], row[1]) for row in self._one(SWEEP_CLAIM, params)]
-
-    def live_keys(self, keys: Sequence[str]) -> set[str]:
-        """Return those of ``keys`` whose latest signed URL has not expired yet."""
-        if not keys:
-            return set()
-        return {row[0] for row in self._one(SELECT_LIVE_KEYS, {"keys": list(keys)})}
-
-    def mark_swept(self, keys: Sequence[str]) -> None:
-        """Record that the objects of these claimed keys are deleted."""
-        if keys:
-            self._one(MARK_SWEPT, {"keys": list(keys)})
-
-    def forgettable(
-        self, providers: Sequence[str], keep_seconds: float, after: str, limit: int
-    ) -> list[tuple[str, str]]:
-        """Return (key, provider) of up to ``limit`` records swept over ``keep_seconds`` ago."""
-        params = {"providers": list(providers), "keep": keep_seconds, "after": after, "limit": limit}
-        return [(row[0], row[1]) for row in self._one(SELECT_FORGETTABLE, params)]
-
-    def forget_swept(self, keys: Sequence[str]) -> int:
-        """Delete these swept records; return how many went."""
-        if not keys:
-            return 0
-        with self._conn, self._conn.cursor() as cur:
-            cur.execute(FORGET_SWEPT, {"keys": list(keys)})
-            return int(cur.rowcount)
-
-    def start_listing(self) -> None:
-        """Create (or empty) this connection's copy of a bucket listing."""
-        self._one(CREATE_LISTING)
-        self._one(TRUNCATE_LISTING)
-
-    def add_to_listing(self, objects: Sequence[tuple[str, int, datetime]]) -> None:
-        """Append one page of a bucket listing."""
-        rows = [(key, size, modified.isoformat()) for key, size, modified in objects]
-        self._one(INSERT_LISTING, {"objects": json.dumps(rows)})
-
-    def count_rows(self, provider: str) -> int:
-        """Return how many rows the provider's files table holds."""
-        return int(self._one(MAINTENANCE_QUERIES[provider]["count_rows"])[0][0])
-
-    def objects_without_row(self, provider: str, after: str, limit: int) -> list[tuple[str, int, datetime]]:
-        """Return listed objects after ``after`` (by key) that have no row."""
-        query = MAINTENANCE_QUERIES[provider]["objects_without_row"]
-        return [(r[0], r[1], r[2]) for r in self._one(query, {"after": after, "limit": limit})]
-
-    def rows_without_object(
-        self, provider: str, after: int, listed_since: datetime, limit: int
-    ) -> list[ListedRow]:
-        """Return rows after id ``after``, older than the listing, whose object was not listed."""
-        query = MAINTENANCE_QUERIES[provider]["rows_without_object"]
-        params = {"after": after, "listed_since": listed_since, "limit": limit}
-        return [ListedRow(*row) for row in self._one(query, params)]
-
-    def claim_orphans(self, provider: str, keys: Sequence[str], stale_after: float) -> list[str]:
-        """Claim objects with no row for deletion; return the keys claimed."""
-        query = MAINTENANCE_QUERIES[provider]["claim_orphans"]
-        params = {"provider": provider, "keys": list(keys), "stale": stale_after}
-        return [row[0] for row in self._one(query, params)]
-
-    def delete_row(self, provider: str, row: ListedRow) -> None:
-        """Delete a row whose object is gone, remembering it as deleted for its owner."""
-        params = {"id": row.id, "object_key": row.object_key, "provider": provider}
-        self._one(MAINTENANCE_QUERIES[provider]["delete_row"], params)

@@ -1,0 +1,23 @@
+"""All SQL the service runs, as named constants, behind two repository classes.
+
+``files`` is the request path (presign records, saved files, one user at a
+time); ``maintenance`` is what operators run (sweep, reconcile) as the
+tables' owner; ``tables`` is what both share.
+"""
+
+from .files import AbandonedUpload, FileRepository, NewFile, PendingUpload, StoredFile
+from .maintenance import ListedRow, MaintenanceRepository
+from .tables import FILE_TABLES, QueryCursor, Transaction
+
+__all__ = [
+    "FILE_TABLES",
+    "AbandonedUpload",
+    "FileRepository",
+    "ListedRow",
+    "MaintenanceRepository",
+    "NewFile",
+    "PendingUpload",
+    "QueryCursor",
+    "StoredFile",
+    "Transaction",
+]

@@ -1,0 +1,123 @@
+"""The upload service on its own: presign and save-metadata with in-memory fakes, no app and no servers."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.errors import Conflict, Forbidden, NotFound, PayloadTooLarge, ServiceUnavailable, UnprocessableEntity
+from app.storage import ObjectInfo, ProviderRegistry
+from app.uploads.policy import UploadPolicy
+from app.uploads.schemas import PresignRequest, SaveRequest
+from app.uploads.service import UploadService
+from tests.unit.fakes import FakeFiles, FakeRecorder, FakeStorage
+
+LIMIT = 1000
+
+
+@pytest.fixture
+def files() -> FakeFiles:
+    return FakeFiles()
+
+
+@pytest.fixture
+def storage() -> dict[str, FakeStorage]:
+    return {"s3": FakeStorage("s3"), "azure": FakeStorage("azure")}
+
+
+@pytest.fixture
+def service(files: FakeFiles, storage: dict[str, FakeStorage]) -> UploadService:
+    providers = ProviderRegistry(storage, {"r2": ("R2_ACCOUNT_ID", "R2_BUCKET_NAME")})
+    return UploadService(files, UploadPolicy(LIMIT, ()), FakeRecorder(files), providers)  # type: ignore[arg-type]
+
+
+def issue(service: UploadService, provider: FakeStorage, user: str = "alice", size: int | None = 5) -> str:
+    wanted = PresignRequest("notes.txt", "text/plain", size)
+    return service.issue_upload(provider, user, wanted, 300).object_key
+
+
+def test_presign_queues_a_record_of_who_the_key_was_issued_to(
+    service: UploadService, files: FakeFiles, storage: dict[str, FakeStorage]
+) -> None:
+    key = issue(service, storage["s3"])
+    assert files.pending[key].user_id == "alice"
+    assert files.pending[key].declared_size == 5
+    assert key.endswith("-notes.txt")
+
+
+def test_save_records_what_storage_holds_and_a_second_save_never_asks_storage_again(
+    service: UploadService, files: FakeFiles, storage: dict[str, FakeStorage]
+) -> None:
+    s3 = storage["s3"]
+    key = issue(service, s3)
+    s3.objects[key] = ObjectInfo(size=5, content_type="text/plain", etag='"e"')
+    row, created = service.save_upload("s3", "alice", SaveRequest(key, "objectKey"))
+    assert created and (row.size_bytes, row.content_type, row.file_name) == (5, "text/plain", "notes.txt")
+    again, created = service.save_upload("s3", "alice", SaveRequest(key, "objectKey"))
+    assert again == row and not created
+    assert s3.heads == [key]
+
+
+def test_save_before_the_put_is_404_naming_the_key(
+    service: UploadService, storage: dict[str, FakeStorage]
+) -> None:
+    key = issue(service, storage["s3"])
+    with pytest.raises(
+        NotFound, match=f"no object '{key}' in s3 storage: PUT the file to presignedUrl first"
+    ):
+        service.save_upload("s3", "alice", SaveRequest(key, "objectKey"))
+
+
+def test_an_object_that_is_not_what_was_presigned_is_refused_and_deleted(
+    service: UploadService, files: FakeFiles, storage: dict[str, FakeStorage]
+) -> None:
+    s3 = storage["s3"]
+    key = issue(service, s3)
+    s3.objects[key] = ObjectInfo(size=6, content_type="text/plain", etag='"e"')
+    with pytest.raises(UnprocessableEntity, match="is not what objectKey was presigned for; it was deleted"):
+        service.save_upload("s3", "alice", SaveRequest(key, "objectKey"))
+    assert s3.deleted == [key] and key in files.claimed and not files.files
+
+
+def test_an_object_over_the_limit_is_refused_and_deleted(
+    service: UploadService, storage: dict[str, FakeStorage]
+) -> None:
+    azure = storage["azure"]
+    key = issue(service, azure, size=None)
+    azure.objects[key] = ObjectInfo(size=LIMIT + 1, content_type="text/plain", etag=None)
+    with pytest.raises(PayloadTooLarge, match=f"over the {LIMIT} byte limit; it was deleted"):
+        service.save_upload("azure", "alice", SaveRequest(key, "blobName"))
+    assert azure.deleted == [key]
+
+
+def test_a_key_issued_to_someone_else_is_refused_without_asking_storage(
+    service: UploadService, storage: dict[str, FakeStorage]
+) -> None:
+    key = issue(service, storage["s3"], user="alice")
+    with pytest.raises(Forbidden, match="objectKey was not issued to this user"):
+        service.save_upload("s3", "mallory", SaveRequest(key, "objectKey"))
+    assert storage["s3"].heads == []
+
+
+def test_a_key_saved_through_another_providers_route_is_told_where_it_belongs(
+    service: UploadService, storage: dict[str, FakeStorage]
+) -> None:
+    key = issue(service, storage["s3"])
+    with pytest.raises(Conflict, match="issued for provider 's3'; save it with /s3/save-metadata"):
+        service.save_upload("azure", "alice", SaveRequest(key, "blobName"))
+
+
+def test_the_guides_shared_save_finds_the_keys_own_provider(
+    service: UploadService, storage: dict[str, FakeStorage]
+) -> None:
+    azure = storage["azure"]
+    key = issue(service, azure)
+    azure.objects[key] = ObjectInfo(size=5, content_type="text/plain", etag=None)
+    row, created = service.save_upload(None, "alice", SaveRequest(key, "objectKey"))
+    assert created and row.provider == "azure"
+
+
+def test_a_disabled_provider_is_503_naming_its_variables(service: UploadService) -> None:
+    with pytest.raises(
+        ServiceUnavailable, match="provider 'r2' is not configured: set R2_ACCOUNT_ID, R2_BUCKET_NAME"
+    ):
+        service.save_upload("r2", "alice", SaveRequest("guide-style-key.txt", "objectKey"))
