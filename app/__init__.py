@@ -11,7 +11,7 @@ from dotenv import load_dotenv
 from flask import Flask, Response
 from flask_cors import CORS
 
-from . import auth, db, errors, migrations, observability, openapi, page, ratelimit, storage
+from . import auth, db, error_handlers, migrations, observability, openapi, page, ratelimit, storage
 from .config import PROVIDERS, S3_FAMILY, Settings, load_settings
 from .maintenance import commands as maintenance_commands
 from .repository import FileRepository
@@ -48,7 +48,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     register_extensions(app, settings)
     register_blueprints(app)
     register_http_policies(app, settings)
-    errors.init_app(app)
+    error_handlers.init_app(app)
     migrations.init_app(app)
     maintenance_commands.init_app(app)
     _log_providers(settings)

@@ -3,7 +3,7 @@
 botocore's ``generate_presigned_url`` builds a whole request through its
 generic machinery (about 250 µs a call here); the signing itself is one
 SHA-256 and a few HMACs. This signer produces the same URL, byte for byte,
-for the same time: tests/test_sigv4.py checks it against botocore across keys,
+for the same time: tests/unit/test_sigv4.py checks it against botocore across keys,
 content types, lengths, regions and endpoints, and the emulator accepts it.
 """
 

@@ -21,7 +21,6 @@ from ..ratelimit import check_rate, rate_limited
 from ..storage import MultipartProvider
 from .multipart import MultipartService, multipart_provider
 from .schemas import (
-    json_object,
     parse_companion_file,
     parse_key,
     parse_part_number,
@@ -30,6 +29,7 @@ from .schemas import (
     parse_sign,
     parse_upload_id,
 )
+from .views import json_object
 
 multipart_bp = Blueprint("multipart", __name__)
 

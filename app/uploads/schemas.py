@@ -7,8 +7,6 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from flask import request
-
 from ..errors import BadRequest
 from .keys import clean_file_name
 
@@ -40,13 +38,8 @@ class SaveRequest:
     field: str
 
 
-def json_object() -> dict[str, Any]:
-    """Return the request's JSON body, which must be an object.
-
-    The body is parsed whatever its Content-Type (curl users often forget
-    the header), and at most ``MAX_CONTENT_LENGTH`` bytes are read.
-    """
-    data = request.get_data(cache=True)
+def parse_json_object(data: bytes) -> dict[str, Any]:
+    """Return a request body as a JSON object, or refuse it saying what it is instead."""
     if not data.strip():
         raise BadRequest("request body is empty: send a JSON object")
     try:

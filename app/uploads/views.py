@@ -17,7 +17,7 @@ from ..auth import current_user_id
 from ..ratelimit import rate_limited
 from ..repository import StoredFile
 from .files import parse_limit
-from .schemas import json_object, parse_presign, parse_save, parse_signed_request
+from .schemas import parse_json_object, parse_presign, parse_save, parse_signed_request
 from .service import IssuedUpload
 
 bp = Blueprint("uploads", __name__)
@@ -25,6 +25,15 @@ guides_bp = Blueprint("guides", __name__)
 
 # Backblaze's direct-upload article signs its PUT for 60 seconds.
 SIGNED_REQUEST_SECONDS = 60
+
+
+def json_object() -> dict[str, Any]:
+    """Return the request's JSON body, which must be an object.
+
+    The body is parsed whatever its Content-Type (curl users often forget
+    the header), and at most ``MAX_CONTENT_LENGTH`` bytes are read.
+    """
+    return parse_json_object(request.get_data(cache=True))
 
 
 def presign_body(issued: IssuedUpload) -> dict[str, Any]:
