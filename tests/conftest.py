@@ -21,6 +21,7 @@ from flask.testing import FlaskClient, FlaskCliRunner
 from app import create_app
 from app.components import get_database
 from app.migrations import apply_migrations
+from app.uploads import recorder as recorder_module
 from devstack.stack import LocalStack
 from tests.helpers import recorder
 
@@ -203,3 +204,9 @@ def _empty_tables(request: pytest.FixtureRequest) -> Iterator[None]:
 def stack_services(stack: tuple[LocalStack, dict[str, str]]) -> LocalStack:
     """Return the running emulators, for direct checks on buckets."""
     return stack[0]
+
+
+@pytest.fixture
+def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let the presign-record writer retry a failed batch within 50 ms instead of seconds."""
+    monkeypatch.setattr(recorder_module, "MAX_BACKOFF_SECONDS", 0.05)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg2.extensions
@@ -10,6 +11,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app.config import PROVIDERS, S3_FAMILY  # noqa: F401 - re-exported for the tests
+from app.repository import PendingUpload
 from app.uploads.recorder import PendingRecorder
 from app.uploads.service import UploadService
 
@@ -78,3 +80,21 @@ def upload(
     assert response.status_code == 201, response.get_json()
     saved: dict[str, Any] = response.get_json()["file"]
     return saved
+
+
+PRESIGNED_AT = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+
+
+def pending_record(n: int, provider: str = "s3", user: str = "alice") -> PendingUpload:
+    """A presign record of key-<n> for ``user``, made at a fixed time."""
+    return PendingUpload(
+        object_key=f"key-{n}",
+        provider=provider,
+        user_id=user,
+        file_name=f"file-{n}.txt",
+        content_type="text/plain",
+        declared_size=n,
+        created_at=PRESIGNED_AT,
+        expires_at=PRESIGNED_AT + timedelta(minutes=5),
+        saved_at=None,
+    )

@@ -24,7 +24,7 @@ from tests.tokens import HS_SECRET, hs256
 
 pytestmark = pytest.mark.integration
 
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 MiB = 1024**2
 SMALL = b"hello from the browser\n"
 LARGE = os.urandom(12 * MiB)

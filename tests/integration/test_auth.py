@@ -8,7 +8,6 @@ import hmac
 import json
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import jwt
@@ -18,6 +17,7 @@ from flask.testing import FlaskClient
 
 from app.auth import VerifiedTokens
 from app.config import ConfigError, load_settings
+from devstack.services import ROOT
 from tests.tokens import (
     AUDIENCE,
     HS_SECRET,
@@ -363,10 +363,10 @@ def test_dev_mode_is_accepted_on_a_development_or_test_machine(app_env: str) -> 
 
 
 def test_the_image_says_it_is_production() -> None:
-    dockerfile = (Path(__file__).parent.parent / "Dockerfile").read_text()
+    dockerfile = (ROOT / "Dockerfile").read_text()
     assert "APP_ENV=production" in dockerfile
     # The compose file's local environment asks for dev mode explicitly.
-    local_env = (Path(__file__).parent.parent / "deploy/compose/local.env").read_text().splitlines()
+    local_env = (ROOT / "deploy/compose/local.env").read_text().splitlines()
     assert "APP_ENV=development" in local_env and "AUTH_MODE=dev" in local_env
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg2
@@ -17,128 +17,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app.components import get_database, get_provider
-from app.db import DatabaseUnavailable
 from app.repository import FileRepository, PendingUpload
-from app.uploads import recorder as recorder_module
 from app.uploads.recorder import PendingRecorder
-from tests.helpers import PROVIDERS, presign, put, recorder, rows, save
-
-NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
-
-
-def record(n: int, provider: str = "s3", user: str = "alice") -> PendingUpload:
-    return PendingUpload(
-        object_key=f"key-{n}",
-        provider=provider,
-        user_id=user,
-        file_name=f"file-{n}.txt",
-        content_type="text/plain",
-        declared_size=n,
-        created_at=NOW,
-        expires_at=NOW + timedelta(minutes=5),
-        saved_at=None,
-    )
-
-
-class FakeWriter:
-    """A batch writer for unit tests: records what it got; can fail or block."""
-
-    def __init__(self) -> None:
-        self.batches: list[list[str]] = []
-        self.failures_left = 0
-        self.gate = threading.Event()
-        self.gate.set()
-        self.entered = threading.Event()
-
-    def __call__(self, batch: Sequence[PendingUpload]) -> None:
-        self.entered.set()
-        self.gate.wait()
-        if self.failures_left:
-            self.failures_left -= 1
-            raise DatabaseUnavailable()
-        self.batches.append([r.object_key for r in batch])
-
-
-@pytest.fixture
-def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(recorder_module, "MAX_BACKOFF_SECONDS", 0.05)
-
-
-# Units: the queue and its thread.
-
-
-def test_every_record_is_written_once_in_order() -> None:
-    writer = FakeWriter()
-    queue = PendingRecorder(writer)
-    for n in range(1200):
-        queue.record(record(n))
-    assert queue.flush(timeout=10)
-    written = [key for batch in writer.batches for key in batch]
-    assert written == [f"key-{n}" for n in range(1200)]
-    assert all(len(batch) <= recorder_module.BATCH_SIZE for batch in writer.batches)
-    assert queue.queued == 0
-    assert queue.close()
-
-
-def test_records_queued_while_the_writer_is_busy_go_in_one_batch() -> None:
-    writer = FakeWriter()
-    writer.gate.clear()
-    queue = PendingRecorder(writer)
-    queue.record(record(0))
-    assert writer.entered.wait(5)  # taken by the writer, which now waits at the gate
-    for n in range(1, 50):
-        queue.record(record(n))
-    writer.gate.set()
-    assert queue.flush(timeout=10)
-    assert [len(batch) for batch in writer.batches] == [1, 49]
-    queue.close()
-
-
-def test_a_failed_batch_is_kept_and_retried_in_order(fast_retries: None) -> None:
-    writer = FakeWriter()
-    writer.failures_left = 3
-    queue = PendingRecorder(writer)
-    for n in range(10):
-        queue.record(record(n))
-    assert queue.flush(timeout=10)
-    assert [key for batch in writer.batches for key in batch] == [f"key-{n}" for n in range(10)]
-    queue.close()
-
-
-def test_a_full_queue_refuses_with_503() -> None:
-    writer = FakeWriter()
-    writer.gate.clear()
-    queue = PendingRecorder(writer, max_queued=3)
-    queue.record(record(0))
-    assert writer.entered.wait(5)  # in flight
-    for n in range(1, 4):
-        queue.record(record(n))
-    with pytest.raises(DatabaseUnavailable) as refused:
-        queue.record(record(4))
-    assert refused.value.status == 503
-    assert refused.value.message == "too many uploads waiting to be recorded; try again shortly"
-    assert refused.value.headers == {"Retry-After": "2"}
-    assert not queue.flush(timeout=0.2)  # stuck behind the gate: flush says so
-    writer.gate.set()
-    assert queue.close()
-    assert sum(len(batch) for batch in writer.batches) == 4
-
-
-def test_close_stops_the_thread_and_a_new_record_starts_another() -> None:
-    writer = FakeWriter()
-    queue = PendingRecorder(writer)
-    queue.record(record(0))
-    first = queue._thread
-    assert first is not None and first.is_alive()
-    assert queue.close()
-    assert not first.is_alive()
-    queue.record(record(1))
-    assert queue._thread is not None and queue._thread is not first
-    assert queue.close()
-    assert [key for batch in writer.batches for key in batch] == ["key-0", "key-1"]
-
-
-# Against PostgreSQL.
+from tests.helpers import PROVIDERS, pending_record, presign, put, recorder, rows, save
 
 
 @pytest.fixture
@@ -174,9 +55,9 @@ def test_a_record_the_table_refuses_is_dropped_and_the_rest_are_written(
     repo: FileRepository, db: psycopg2.extensions.connection
 ) -> None:
     queue = PendingRecorder(repo.record_pending_batch)
-    queue.record(record(1))
-    queue.record(record(2, provider="not-a-provider"))  # breaks the provider CHECK
-    queue.record(record(3))
+    queue.record(pending_record(1))
+    queue.record(pending_record(2, provider="not-a-provider"))  # breaks the provider CHECK
+    queue.record(pending_record(3))
     assert queue.close()
     assert [r["object_key"] for r in pending_rows(db)] == ["key-1", "key-3"]
 
@@ -189,7 +70,7 @@ def test_records_wait_out_a_locked_table_and_then_land(
         blocker.cursor().execute("LOCK TABLE pending_uploads IN ACCESS EXCLUSIVE MODE")
         queue = PendingRecorder(repo.record_pending_batch)
         for n in range(5):
-            queue.record(record(n))
+            queue.record(pending_record(n))
         assert not queue.flush(timeout=0.5)
     finally:
         blocker.rollback()
@@ -202,8 +83,8 @@ def test_writing_a_batch_twice_keeps_one_row_per_key(
     repo: FileRepository, db: psycopg2.extensions.connection
 ) -> None:
     # A connection can break after the server committed: the batch is sent again.
-    repo.record_pending_batch([record(1), record(2)])
-    repo.record_pending_batch([record(1), record(2), record(3)])
+    repo.record_pending_batch([pending_record(1), pending_record(2)])
+    repo.record_pending_batch([pending_record(1), pending_record(2), pending_record(3)])
     assert [r["object_key"] for r in pending_rows(db)] == ["key-1", "key-2", "key-3"]
 
 

@@ -233,3 +233,37 @@ def test_the_pool_follows_the_servers_threads_unless_set() -> None:
     assert load_settings(DB).db_pool_size == 5  # 4 threads and the presign-record writer
     assert load_settings({**DB, "GUNICORN_THREADS": "8"}).db_pool_size == 9
     assert load_settings({**DB, "GUNICORN_THREADS": "8", "DB_POOL_SIZE": "3"}).db_pool_size == 3
+
+
+@pytest.mark.parametrize(
+    ("env", "problem"),
+    [
+        (
+            {"CORS_ALLOWED_ORIGINS": "*", "CORS_ALLOW_CREDENTIALS": "true"},
+            "CORS_ALLOWED_ORIGINS: '*' is refused when CORS_ALLOW_CREDENTIALS is on",
+        ),
+        (
+            {"CORS_ALLOWED_ORIGINS": "app.example.com"},
+            "CORS_ALLOWED_ORIGINS: 'app.example.com' is not an origin such as https://app.example.com",
+        ),
+        (
+            {"RATE_LIMIT_PRESIGN": "lots"},
+            "RATE_LIMIT_PRESIGN: expected a rate such as 120/minute, got 'lots'",
+        ),
+        (
+            {"RATE_LIMIT_STORAGE_URI": "mysql://x"},
+            "RATE_LIMIT_STORAGE_URI: expected memory:// or a redis:// URL",
+        ),
+        (
+            {"ALLOWED_CONTENT_TYPES": "image/*, nonsense"},
+            "ALLOWED_CONTENT_TYPES: not media types or patterns like image/*: 'nonsense'",
+        ),
+        ({"MAX_UPLOAD_BYTES": "lots"}, "MAX_UPLOAD_BYTES: expected a whole number, got 'lots'"),
+    ],
+)
+def test_start_up_refuses_bad_browser_and_limit_settings(env: dict[str, str], problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(
+            {"DATABASE_URL": "postgresql://localhost/x", "AUTH_MODE": "dev", "APP_ENV": "test", **env}
+        )
+    assert caught.value.problems == [problem]
