@@ -2,9 +2,10 @@
 
 Connections are opened on first use, in the process that uses them, so
 nothing holds a connection across the server's fork. Every unit of work
-(``Database.run``) borrows a connection, runs, and gives it back before it
-returns: no caller can hold one while it waits on storage, by construction.
-Autocommit makes each such call one round trip and its own transaction.
+(``Database.run``, one per repository call) borrows a connection, runs, and
+gives it back before it returns: no caller can hold one while it waits on
+storage, by construction. In autocommit, each ``execute`` of a unit is one
+round trip and its own transaction.
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     print("starting local services (first start takes a few seconds)...", flush=True)
     os.environ.update(stack.start(dict(os.environ)))
     try:
-        from app import create_app
+        from app import components, create_app
         from app.config import ConfigError
         from app.migrations import apply_migrations
 
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         apply_migrations(
             os.environ["DATABASE_URL"],
             report=print,
-            row_level_security=app.extensions["settings"].db_row_level_security,
+            row_level_security=components.settings(app).db_row_level_security,
         )
         # The emulators this run started accept browser uploads and downloads
         # from any page (the upload page at / included), set by the same command

@@ -10,10 +10,10 @@ import requests
 from flask import Flask
 from flask.testing import FlaskClient
 
+from app import components
 from app.config import PROVIDERS, S3_FAMILY  # noqa: F401 - re-exported for the tests
 from app.repository import PendingUpload
 from app.uploads.recorder import PendingRecorder
-from app.uploads.service import UploadService
 
 FILE_TABLES = {"s3": "s3_files", "r2": "r2_files", "b2": "b2_files", "azure": "azure_files"}
 KEY_COLUMNS = {"s3": "object_key", "r2": "object_key", "b2": "object_key", "azure": "blob_name"}
@@ -52,8 +52,7 @@ def save(client: FlaskClient, provider: str, key: str, user: str | None = None) 
 
 def recorder(app: Flask) -> PendingRecorder:
     """Return the app's queue of presign records (written behind presign's answers)."""
-    uploads: UploadService = app.extensions["uploads"]
-    return uploads.recorder
+    return components.uploads(app).recorder
 
 
 def rows(conn: psycopg2.extensions.connection, provider: str) -> list[dict[str, Any]]:

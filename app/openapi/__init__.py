@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from flask import Blueprint, Flask, Response, current_app, render_template
+from flask import Blueprint, Flask, Response, current_app, jsonify, render_template
 
 from ..config import PROVIDERS, S3_FAMILY, Settings
 
@@ -35,7 +35,8 @@ def load_contract() -> dict[str, Any]:
 def _for_provider(path: str, item: dict[str, Any], provider: str) -> tuple[str, dict[str, Any]]:
     item = copy.deepcopy(item)
     for operation in item.values():
-        operation["summary"] = operation["summary"].replace("{provider}", provider)
+        if isinstance(operation, dict) and "summary" in operation:
+            operation["summary"] = operation["summary"].replace("{provider}", provider)
     return path.replace("{provider}", provider), item
 
 
@@ -58,7 +59,7 @@ def build_document(settings: Settings) -> dict[str, Any]:
 @bp.get("/openapi.json")
 def openapi_json() -> Response:
     """Serve the OpenAPI document."""
-    return Response(current_app.extensions["openapi_json"], mimetype="application/json")
+    return jsonify(current_app.extensions["openapi"])
 
 
 @bp.get("/docs")
@@ -75,8 +76,5 @@ def docs() -> Response:
 
 
 def init_app(app: Flask, settings: Settings) -> None:
-    """Build the document and its JSON once per process."""
-    document = build_document(settings)
-    app.extensions["openapi"] = document
-    # As jsonify would answer it (the app's JSON settings), serialised once.
-    app.extensions["openapi_json"] = app.json.dumps(document) + "\n"
+    """Build the document once per process."""
+    app.extensions["openapi"] = build_document(settings)

@@ -126,9 +126,6 @@ def test_after_a_fast_restart_no_request_fails(postgres: NetworkPostgres, outage
     assert statuses == [201, 201, 201] + [200] * POOL_SIZE
 
 
-# --- The retry rule itself, on a fake connection (unit) ---
-
-
 @pytest.mark.integration
 def test_a_backend_killed_under_a_borrowed_connection_is_retried_not_raised(
     postgres: NetworkPostgres, outage_app: Flask

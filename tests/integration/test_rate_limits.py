@@ -11,6 +11,8 @@ from flask import Flask
 
 from tests.tokens import HS_SECRET, bearer, hs256
 
+pytestmark = pytest.mark.integration
+
 GOOD = {"fileName": "a.txt", "contentType": "text/plain"}
 
 
