@@ -72,6 +72,9 @@ class S3CompatibleSettings:
     addressing_style: Literal["path", "virtual"]
     #: objects are readable without a signature: download links are plain URLs
     public_read: bool = False
+    #: sign ``If-None-Match: *`` into the service's own upload URLs, so a URL
+    #: replayed after its object exists is refused (412) instead of replacing it
+    write_once: bool = True
     kind: Literal["s3"] = "s3"
 
 
@@ -221,6 +224,7 @@ def _s3_settings(r: EnvReader) -> tuple[ProviderSettings | None, tuple[str, ...]
     endpoint = r.url("S3_ENDPOINT_URL")
     bucket = r.bucket("S3_BUCKET_NAME")
     public_read = r.switch("S3_PUBLIC_READ", False)
+    write_once = r.switch("S3_WRITE_ONCE", True)
     missing = _missing(r, required)
     if missing:
         return None, missing
@@ -234,6 +238,7 @@ def _s3_settings(r: EnvReader) -> tuple[ProviderSettings | None, tuple[str, ...]
         endpoint_url=endpoint,
         public_base_url=None,
         public_read=public_read,
+        write_once=write_once,
         # Virtual-hosted URLs on the bucket's regional host are what AWS wants;
         # a dotted bucket name would break TLS there, and emulators want paths.
         addressing_style="path" if endpoint or "." in bucket else "virtual",
@@ -247,6 +252,7 @@ def _r2_settings(r: EnvReader) -> tuple[ProviderSettings | None, tuple[str, ...]
         required = ("R2_ACCOUNT_ID", *required)
     bucket = r.bucket("R2_BUCKET_NAME")
     public = r.url("R2_PUBLIC_BASE_URL")
+    write_once = r.switch("R2_WRITE_ONCE", True)
     missing = _missing(r, required)
     if missing:
         return None, missing
@@ -262,6 +268,7 @@ def _r2_settings(r: EnvReader) -> tuple[ProviderSettings | None, tuple[str, ...]
         addressing_style="path",
         # R2 serves public reads only on the bucket's public URL.
         public_read=public is not None,
+        write_once=write_once,
     ), ()
 
 
@@ -286,6 +293,9 @@ def _b2_settings(r: EnvReader) -> tuple[ProviderSettings | None, tuple[str, ...]
     endpoint = _b2_endpoint(r)
     bucket = r.bucket("B2_BUCKET_NAME")
     public_read = r.switch("B2_PUBLIC_READ", False)
+    # Off unless asked: B2's S3 API is reported both to honour and to ignore
+    # If-None-Match on PUT; an operator who has checked their bucket turns it on.
+    write_once = r.switch("B2_WRITE_ONCE", False)
     missing = _missing(r, required)
     if missing or endpoint is None:
         return None, tuple(
@@ -312,6 +322,7 @@ def _b2_settings(r: EnvReader) -> tuple[ProviderSettings | None, tuple[str, ...]
         public_base_url=None,
         addressing_style="path",
         public_read=public_read,
+        write_once=write_once,
     ), ()
 
 

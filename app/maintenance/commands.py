@@ -249,7 +249,9 @@ def _cors_status(provider: StorageProvider, origins: Sequence[str]) -> tuple[str
         return "not checked (give --origin or set CORS_ALLOWED_ORIGINS)", True
     rules = provider.get_cors()
     # What a browser's preflight asks for: the headers presign tells it to send.
-    headers = [h.lower() for h in provider.presign_upload("check", "text/plain", None, 60).headers]
+    # A write-once upload's If-None-Match included: CORS set before it existed refuses that preflight.
+    presigned = provider.presign_upload("check", "text/plain", None, 60, create_only=True)
+    headers = [h.lower() for h in presigned.headers]
     refused = [
         origin
         for origin in origins

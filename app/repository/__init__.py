@@ -5,7 +5,7 @@ time); ``maintenance`` is what operators run (sweep, reconcile) as the
 tables' owner; ``tables`` is what both share.
 """
 
-from .files import AbandonedUpload, FileRepository, NewFile, PendingUpload, StoredFile
+from .files import AbandonedUpload, FileRepository, KeyState, NewFile, PendingUpload, StoredFile
 from .maintenance import ListedRow, MaintenanceRepository
 from .tables import FILE_TABLES, QueryCursor, Transaction
 
@@ -13,6 +13,7 @@ __all__ = [
     "FILE_TABLES",
     "AbandonedUpload",
     "FileRepository",
+    "KeyState",
     "ListedRow",
     "MaintenanceRepository",
     "NewFile",

@@ -52,6 +52,16 @@ class StoredFile:
     uploaded_at: datetime | None
 
 
+@dataclass(frozen=True)
+class KeyState:
+    """How far an issued key's upload has gone."""
+
+    #: it has a row: the object is final
+    saved: bool
+    #: a sweep or a refused save claimed it: its object is (being) deleted
+    cleaned_up: bool
+
+
 class AbandonedUpload(Exception):
     """The key was swept as an abandoned upload before its save landed; its object is gone."""
 
@@ -149,6 +159,15 @@ SELECT_SWEPT = """
     WHERE object_key = %(object_key)s
 """
 
+# Whether a key's upload is over: saved (it has a row), or claimed by a sweep
+# or a refused save (its object deleted). One round trip, before any more
+# signing for the key (multipart steps).
+_SELECT_KEY_STATE = """
+    SELECT EXISTS (SELECT 1 FROM {table} WHERE {key} = %(object_key)s),
+           EXISTS (SELECT 1 FROM pending_uploads
+                   WHERE object_key = %(object_key)s AND sweep_claimed_at IS NOT NULL)
+"""
+
 _SELECT_FILE_BY_KEY = """
     SELECT {columns}
     FROM {table}
@@ -198,6 +217,7 @@ def _file_queries(table: str, key: str) -> dict[str, str]:
         for name, query in (
             ("insert", _INSERT_FILE),
             ("select_by_key", _SELECT_FILE_BY_KEY),
+            ("key_state", _SELECT_KEY_STATE),
             ("select_page", _SELECT_PAGE),
             ("select_by_id", _SELECT_FILE_BY_ID),
             ("delete", _DELETE_FILE),
@@ -313,6 +333,16 @@ class FileRepository:
             cur.execute(FILE_QUERIES[provider]["select_by_key"], {"object_key": object_key})
             row = cur.fetchone()
             return _stored_file(provider, row) if row else None
+
+        return self._run(user_id, work)
+
+    def key_state(self, provider: str, object_key: str, user_id: str) -> KeyState:
+        """Whether ``object_key`` was saved, or cleaned up (swept, or refused at save)."""
+
+        def work(cur: QueryCursor) -> KeyState:
+            cur.execute(FILE_QUERIES[provider]["key_state"], {"object_key": object_key})
+            row = cur.fetchone()
+            return KeyState(saved=bool(row and row[0]), cleaned_up=bool(row and row[1]))
 
         return self._run(user_id, work)
 

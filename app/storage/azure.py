@@ -115,19 +115,32 @@ class AzureBlobProvider(StorageProvider):
         )
 
     def presign_upload(
-        self, key: str, content_type: str, content_length: int | None, expires_in: int
+        self,
+        key: str,
+        content_type: str,
+        content_length: int | None,
+        expires_in: int,
+        *,
+        create_only: bool = False,
+        in_one_request: bool = False,
     ) -> PresignedUpload:
         """Sign a Put Blob of ``key``: create and write this one blob, nothing else.
 
         A SAS cannot bind the content type or length (``rsct`` only changes
         what reads return), so save-metadata checks both after the upload.
-        The same SAS lets a client upload in blocks (Put Block, then Put Block
-        List), so it lives long enough for the declared size at a slow link.
+        ``in_one_request`` (a single Put Blob, as the Azure guide sends) signs
+        create only (``sp=c``): Azure then refuses a second Put Blob over the
+        blob, Set Blob Properties and Lease Blob through this SAS. Otherwise the
+        SAS also allows ``w``, which block uploads need (Put Block, Put Block
+        List) and which allows all three; ``create_only`` changes nothing here
+        (see the README on write-once uploads). Either SAS lives long enough
+        for the declared size at a slow link.
         """
         if content_length is not None:
             expires_in = max(expires_in, math.ceil(content_length / SLOW_LINK_BYTES_PER_SECOND))
         expires_at = datetime.now(UTC) + timedelta(seconds=min(expires_in, MAX_SAS_SECONDS))
-        sas = self._sas(key, BlobSasPermissions(create=True, write=True), expires_at)
+        permission = BlobSasPermissions(create=True, write=not in_one_request)
+        sas = self._sas(key, permission, expires_at)
         return PresignedUpload(
             url=f"{self.object_url(key)}?{sas}",
             method="PUT",

@@ -118,12 +118,27 @@ class StorageProvider(ABC):
     max_single_upload_bytes: int = 5 * 1024**3
     #: objects are readable by anyone who has the URL (a public bucket)
     public_read: bool = False
+    #: a ``create_only`` upload URL is refused by the storage once ``key`` exists
+    write_once: bool = False
 
     @abstractmethod
     def presign_upload(
-        self, key: str, content_type: str, content_length: int | None, expires_in: int
+        self,
+        key: str,
+        content_type: str,
+        content_length: int | None,
+        expires_in: int,
+        *,
+        create_only: bool = False,
+        in_one_request: bool = False,
     ) -> PresignedUpload:
-        """Sign a single-request upload of ``key``."""
+        """Sign a single-request upload of ``key``; every header it binds is in ``headers``.
+
+        ``create_only`` (the client sends every header answered): where the
+        provider is ``write_once``, the URL can create the object and never
+        replace it. ``in_one_request`` (the client never uploads in blocks or
+        parts): a URL that would allow more is narrowed to creating the object.
+        """
 
     @abstractmethod
     def presign_download(
@@ -251,13 +266,15 @@ class MultipartProvider(StorageProvider):
 
 # What browsers need from a bucket for direct uploads and downloads: the
 # verbs (POST and DELETE are multipart's create, complete and abort), the
-# headers a signed PUT carries, and ETag readable (multipart's complete needs it).
+# headers a signed PUT carries (If-None-Match: a write-once upload), and ETag
+# readable (multipart's complete needs it).
 CORS_METHODS = ("GET", "HEAD", "PUT", "POST", "DELETE")
 CORS_ALLOWED_HEADERS = (
     "Content-Type",
     "Content-Length",
     "Content-MD5",
     "Content-Disposition",
+    "If-None-Match",
     "x-amz-*",
     "x-ms-*",
 )

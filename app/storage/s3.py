@@ -70,6 +70,7 @@ class S3CompatibleProvider(MultipartProvider):
         self.name = settings.name
         self.bucket = settings.bucket
         self.public_read = settings.public_read
+        self.write_once = settings.write_once
         # Browser POST-form uploads (policy with content-length-range): AWS has
         # them; R2 does not, and B2's list of supported S3 calls has no POST Object.
         self.supports_post_policy = settings.name == "s3"
@@ -122,13 +123,28 @@ class S3CompatibleProvider(MultipartProvider):
         )
 
     def presign_upload(
-        self, key: str, content_type: str, content_length: int | None, expires_in: int
+        self,
+        key: str,
+        content_type: str,
+        content_length: int | None,
+        expires_in: int,
+        *,
+        create_only: bool = False,
+        in_one_request: bool = False,
     ) -> PresignedUpload:
         """Sign a PUT of ``key`` that must carry this content type (and length, if given).
 
         An empty ``content_type`` signs none: the browser sends the file's own.
+        ``create_only`` (with ``write_once``) signs ``If-None-Match: *``: S3
+        and R2 then refuse the PUT (412) once an object exists under ``key``,
+        so the URL cannot replace what save-metadata checked, and a PUT that
+        leaves the header out does not match the signature (403).
+        ``in_one_request`` changes nothing: a presigned PUT is one request.
         """
-        signed = {"Content-Type": content_type} if content_type else {}
+        headers = {"Content-Type": content_type} if content_type else {}
+        if create_only and self.write_once:
+            headers["If-None-Match"] = "*"
+        signed = dict(headers)
         if content_length is not None:
             # Signed, so the provider refuses a body of any other length.
             signed["Content-Length"] = str(content_length)
@@ -137,7 +153,7 @@ class S3CompatibleProvider(MultipartProvider):
         return PresignedUpload(
             url=url,
             method="PUT",
-            headers={"Content-Type": content_type} if content_type else {},
+            headers=headers,
             expires_at=datetime.now(UTC) + timedelta(seconds=expires_in),
         )
 

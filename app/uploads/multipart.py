@@ -68,13 +68,18 @@ class MultipartService:
             assert request.wanted is not None
             wanted = request.wanted
             if request.operation == "put_object":
-                upload = self._uploads.issue_upload(provider, user_id, wanted, expires)
+                # Uppy sends only Content-Type on this PUT: no header can make it create only.
+                upload = self._uploads.issue_upload(provider, user_id, wanted, expires, in_one_request=True)
                 return {"url": upload.upload.url, "key": upload.object_key, "headers": upload.upload.headers}
             key = self._issue(provider, user_id, wanted, self._limit(), expires)
             headers = {"Content-Type": wanted.content_type} if wanted.content_type else {}
             url = provider.presign_operation("POST", key, expires, query={"uploads": ""}, headers=headers)
             return {"url": url, "key": key, "headers": headers, "partSize": self.part_size(wanted.file_size)}
-        self._uploads.check_owner(provider, user_id, request.key)
+        if request.operation == "abort":
+            # Aborting only drops parts: allowed whatever became of the key.
+            self._uploads.check_owner(provider, user_id, request.key)
+        else:
+            self._uploads.check_open(provider, user_id, request.key)
         self._extend(provider, user_id, request.key, expires)
         assert request.upload_id is not None
         query = {"uploadId": request.upload_id}
@@ -90,7 +95,8 @@ class MultipartService:
         """Sign a single upload: a size-bounded POST form if the provider takes one, else a PUT."""
         expires = self._max_expires
         if not provider.supports_post_policy:
-            upload = self._uploads.issue_upload(provider, user_id, wanted, expires)
+            # Uppy (getUploadParameters) sends the headers answered: the PUT can be write-once.
+            upload = self._uploads.issue_upload(provider, user_id, wanted, expires, create_only=True)
             return {
                 "method": "PUT",
                 "url": upload.upload.url,
@@ -114,7 +120,7 @@ class MultipartService:
         self, provider: MultipartProvider, user_id: str, key: str, upload_id: str
     ) -> list[dict[str, Any]]:
         """The parts uploaded so far (to resume after a reload)."""
-        self._uploads.check_owner(provider, user_id, key)
+        self._uploads.check_open(provider, user_id, key)
         return [
             {"PartNumber": p.number, "ETag": p.etag, "Size": p.size}
             for p in self._parts(provider, key, upload_id)
@@ -124,7 +130,7 @@ class MultipartService:
         self, provider: MultipartProvider, user_id: str, key: str, upload_id: str, numbers: list[int]
     ) -> dict[str, str]:
         """Sign the PUT of each part number."""
-        self._uploads.check_owner(provider, user_id, key)
+        self._uploads.check_open(provider, user_id, key)
         expires = self._max_expires
         self._extend(provider, user_id, key, expires)
         return {
@@ -143,7 +149,7 @@ class MultipartService:
         parts: list[tuple[int, str]],
     ) -> dict[str, Any]:
         """Check the client's part list against what was uploaded, then assemble the object."""
-        self._uploads.check_owner(provider, user_id, key)
+        self._uploads.check_open(provider, user_id, key)
         uploaded = {p.number: p for p in self._parts(provider, key, upload_id)}
         for position, (number, etag) in enumerate(parts):
             part = uploaded.get(number)

@@ -133,11 +133,31 @@ class UploadService:
         )
 
     def issue_upload(
-        self, provider: StorageProvider, user_id: str, wanted: PresignRequest, expires_in: int
+        self,
+        provider: StorageProvider,
+        user_id: str,
+        wanted: PresignRequest,
+        expires_in: int,
+        *,
+        create_only: bool = False,
+        in_one_request: bool = False,
     ) -> IssuedUpload:
-        """Pick a key bound to ``user_id``, sign its upload, and queue the presign record."""
+        """Pick a key bound to ``user_id``, sign its upload, and queue the presign record.
+
+        The flags say what the client will do, so the URL allows no more:
+        ``create_only``, it sends every header answered (S3 and R2 then refuse a
+        replacement); ``in_one_request``, it never uploads in blocks (an Azure
+        SAS is then create only).
+        """
         key = self.issue_key(provider, user_id, wanted, provider.max_single_upload_bytes)
-        upload = provider.presign_upload(key, wanted.content_type, wanted.file_size, expires_in)
+        upload = provider.presign_upload(
+            key,
+            wanted.content_type,
+            wanted.file_size,
+            expires_in,
+            create_only=create_only,
+            in_one_request=in_one_request,
+        )
         # The URL's own expiry: an Azure SAS for a large file outlives expires_in.
         self.remember(provider, user_id, wanted, key, upload.expires_at)
         return IssuedUpload(provider.name, key, upload, provider.object_url(key))
@@ -146,6 +166,25 @@ class UploadService:
         """Refuse a key this service did not issue to ``user_id`` for ``provider``."""
         if not self.key_signer().issued_to(key, provider.name, user_id):
             raise Forbidden(f"{field} was not issued to this user")
+
+    def check_open(self, provider: StorageProvider, user_id: str, key: str, field: str = "key") -> None:
+        """Refuse to go on with an upload of ``key`` that is not the caller's, or is over.
+
+        Once a key is saved its object is final: nothing more is signed for
+        it (a part, a list, a complete), so no second upload can replace it.
+        A key a sweep or a refused save cleaned up is over too.
+        """
+        self.check_owner(provider, user_id, key, field)
+        state = self._repo.key_state(provider.name, key, user_id)
+        if state.saved:
+            raise Conflict(
+                f"{field} was saved already: its upload is final and nothing more is signed for it; "
+                "presign a new file to upload again"
+            )
+        if state.cleaned_up:
+            raise Gone(
+                f"{field}'s upload was cleaned up (abandoned, or refused at save); presign the file again"
+            )
 
     def save_upload(
         self, provider_name: str | None, user_id: str, wanted: SaveRequest, fallback_provider: str = "s3"

@@ -73,13 +73,22 @@ def file_body(row: StoredFile) -> dict[str, Any]:
     return body
 
 
-def presign(provider_name: str) -> tuple[Response, int]:
-    """Issue a key and a signed upload request for ``provider_name``."""
+def presign(provider_name: str, *, own_route: bool) -> tuple[Response, int]:
+    """Issue a key and a signed upload request for ``provider_name``.
+
+    On the service's own routes the client sends every header answered, so
+    the URL is create only where a header does it (S3, R2). The guides'
+    routes keep the guides' exact PUT (only Content-Type, and x-ms-blob-type
+    for Azure), which is always one request: an Azure SAS there is create
+    only (no blocks, no replacement, no lease).
+    """
     user_id = current_user_id()
     provider = components.get_provider(provider_name)
     wanted = parse_presign(json_object())
     expires_in = components.settings().upload_url_expires_seconds
-    issued = components.uploads().issue_upload(provider, user_id, wanted, expires_in)
+    issued = components.uploads().issue_upload(
+        provider, user_id, wanted, expires_in, create_only=own_route, in_one_request=not own_route
+    )
     return jsonify(presign_body(issued)), 200
 
 
@@ -106,7 +115,7 @@ def save(provider_name: str | None) -> tuple[Response, int]:
 @rate_limited("presign")
 def presign_upload(provider: str) -> tuple[Response, int]:
     """Sign an upload: ``{fileName, contentType, fileSize?}``."""
-    return presign(provider)
+    return presign(provider, own_route=True)
 
 
 @bp.post("/save-metadata")
@@ -161,7 +170,7 @@ def delete_file(provider: str, file_id: str) -> tuple[str, int]:
 @rate_limited("presign")
 def guide_presign_upload() -> tuple[Response, int]:
     """The S3 and R2 guides' presign route, for ``DEFAULT_PROVIDER``."""
-    return presign(components.settings().default_provider)
+    return presign(components.settings().default_provider, own_route=False)
 
 
 @guides_bp.post("/save-metadata")
@@ -175,7 +184,7 @@ def guide_save_metadata() -> tuple[Response, int]:
 @rate_limited("presign")
 def guide_presign_b2_upload() -> tuple[Response, int]:
     """The B2 guide's presign route."""
-    return presign("b2")
+    return presign("b2", own_route=False)
 
 
 @guides_bp.post("/save-b2-metadata")
@@ -189,7 +198,7 @@ def guide_save_b2_metadata() -> tuple[Response, int]:
 @rate_limited("presign")
 def guide_generate_upload_sas() -> tuple[Response, int]:
     """The Azure guide's SAS route."""
-    return presign("azure")
+    return presign("azure", own_route=False)
 
 
 @guides_bp.get("/signed-request")
@@ -205,5 +214,6 @@ def guide_signed_request() -> tuple[Response, int]:
     provider = components.get_provider("b2")
     wanted = parse_signed_request(request.args.to_dict())
     expires_in = min(SIGNED_REQUEST_SECONDS, components.settings().upload_url_expires_seconds)
-    issued = components.uploads().issue_upload(provider, user_id, wanted, expires_in)
+    # The article's PUT carries nothing the service could add: only one request.
+    issued = components.uploads().issue_upload(provider, user_id, wanted, expires_in, in_one_request=True)
     return jsonify({"url": issued.upload.url, **presign_body(issued)}), 200

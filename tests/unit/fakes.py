@@ -7,7 +7,7 @@ import secrets
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
-from app.repository import AbandonedUpload, NewFile, PendingUpload, StoredFile
+from app.repository import AbandonedUpload, KeyState, NewFile, PendingUpload, StoredFile
 from app.storage import CorsRule, ListedObject, ObjectInfo, PresignedUpload, StorageProvider
 
 
@@ -23,7 +23,14 @@ class FakeStorage(StorageProvider):
         self.deleted: list[str] = []
 
     def presign_upload(
-        self, key: str, content_type: str, size: int | None, expires_in: int
+        self,
+        key: str,
+        content_type: str,
+        size: int | None,
+        expires_in: int,
+        *,
+        create_only: bool = False,
+        in_one_request: bool = False,
     ) -> PresignedUpload:
         headers = {"Content-Type": content_type} if content_type else {}
         expires_at = datetime.now(UTC) + timedelta(seconds=expires_in)
@@ -84,6 +91,9 @@ class FakeFiles:
 
     def find_file(self, provider: str, object_key: str, user_id: str) -> StoredFile | None:
         return self.files.get((provider, object_key))
+
+    def key_state(self, provider: str, object_key: str, user_id: str) -> KeyState:
+        return KeyState(saved=(provider, object_key) in self.files, cleaned_up=object_key in self.claimed)
 
     def save_file(self, provider: str, new: NewFile) -> tuple[StoredFile | None, bool]:
         existing = self.files.get((provider, new.object_key))

@@ -267,3 +267,15 @@ def test_start_up_refuses_bad_browser_and_limit_settings(env: dict[str, str], pr
             {"DATABASE_URL": "postgresql://localhost/x", "AUTH_MODE": "dev", "APP_ENV": "test", **env}
         )
     assert caught.value.problems == [problem]
+
+
+def test_config_write_once_is_on_for_s3_and_r2_and_off_for_b2_unless_set() -> None:
+    providers = load_settings({**DB, **S3, **R2, **B2}).providers
+    assert [providers[name].write_once for name in ("s3", "r2", "b2")] == [True, True, False]
+    switched = load_settings({**DB, **S3, **B2, "S3_WRITE_ONCE": "off", "B2_WRITE_ONCE": "on"}).providers
+    assert [switched[name].write_once for name in ("s3", "b2")] == [False, True]
+
+
+@pytest.mark.parametrize("name", ["S3_WRITE_ONCE", "R2_WRITE_ONCE", "B2_WRITE_ONCE"])
+def test_config_write_once_switches_are_checked(name: str) -> None:
+    assert problems_of({**DB, name: "maybe"}) == [f"{name}: expected on or off, got 'maybe'"]

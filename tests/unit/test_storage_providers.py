@@ -101,3 +101,14 @@ def test_azure_sas_is_https_only_on_a_real_account() -> None:
     assert query["sp"] == ["cw"]
     assert query["sr"] == ["b"]
     assert upload.headers == {"Content-Type": "text/plain", "x-ms-blob-type": "BlockBlob"}
+
+
+def test_a_create_only_put_signs_if_none_match_where_the_provider_is_write_once() -> None:
+    provider = s3_provider("r2", "auto", "files", "https://acct.r2.cloudflarestorage.com")
+    upload = provider.presign_upload("k.txt", "text/plain", 3, 60, create_only=True)
+    assert upload.headers == {"Content-Type": "text/plain", "If-None-Match": "*"}
+    signed = parse_qs(urlsplit(upload.url).query)["X-Amz-SignedHeaders"]
+    assert signed == ["content-length;content-type;host;if-none-match"]
+    plain = provider.presign_upload("k.txt", "text/plain", 3, 60)
+    assert plain.headers == {"Content-Type": "text/plain"}
+    assert "if-none-match" not in parse_qs(urlsplit(plain.url).query)["X-Amz-SignedHeaders"][0]

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from app.errors import Conflict, Forbidden, NotFound, PayloadTooLarge, ServiceUnavailable, UnprocessableEntity
+from app.errors import (
+    Conflict,
+    Forbidden,
+    Gone,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    UnprocessableEntity,
+)
 from app.storage import ObjectInfo, ProviderRegistry
 from app.uploads.policy import UploadPolicy
 from app.uploads.schemas import PresignRequest, SaveRequest
@@ -121,3 +129,20 @@ def test_a_disabled_provider_is_503_naming_its_variables(service: UploadService)
         ServiceUnavailable, match="provider 'r2' is not configured: set R2_ACCOUNT_ID, R2_BUCKET_NAME"
     ):
         service.save_upload("r2", "alice", SaveRequest("guide-style-key.txt", "objectKey"))
+
+
+def test_an_upload_that_is_saved_or_cleaned_up_goes_no_further(
+    service: UploadService, files: FakeFiles, storage: dict[str, FakeStorage]
+) -> None:
+    s3 = storage["s3"]
+    saved, claimed, open_key = issue(service, s3), issue(service, s3), issue(service, s3)
+    s3.objects[saved] = ObjectInfo(size=5, content_type="text/plain", etag=None)
+    service.save_upload("s3", "alice", SaveRequest(saved, "objectKey"))
+    files.claimed.add(claimed)
+    service.check_open(s3, "alice", open_key)
+    with pytest.raises(Conflict, match="key was saved already: its upload is final"):
+        service.check_open(s3, "alice", saved)
+    with pytest.raises(Gone, match="key's upload was cleaned up"):
+        service.check_open(s3, "alice", claimed)
+    with pytest.raises(Forbidden, match="key was not issued to this user"):
+        service.check_open(s3, "mallory", open_key)
