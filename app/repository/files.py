@@ -159,11 +159,16 @@ SELECT_SWEPT = """
     WHERE object_key = %(object_key)s
 """
 
-# Whether a key's upload is over: saved (it has a row), or claimed by a sweep
-# or a refused save (its object deleted). One round trip, before any more
-# signing for the key (multipart steps).
+# Whether a key's upload is over: saved (its record says so, which outlives a
+# deleted row; or it has a row, for rows older than records), or claimed by a
+# sweep or a refused save (its object deleted). One round trip, before any
+# more signing for the key (multipart steps). A claimed record is forgotten
+# some time after its sweep (FORGET_SWEPT); by then every URL signed for the
+# key has expired.
 _SELECT_KEY_STATE = """
-    SELECT EXISTS (SELECT 1 FROM {table} WHERE {key} = %(object_key)s),
+    SELECT EXISTS (SELECT 1 FROM {table} WHERE {key} = %(object_key)s)
+               OR EXISTS (SELECT 1 FROM pending_uploads
+                          WHERE object_key = %(object_key)s AND saved_at IS NOT NULL),
            EXISTS (SELECT 1 FROM pending_uploads
                    WHERE object_key = %(object_key)s AND sweep_claimed_at IS NOT NULL)
 """

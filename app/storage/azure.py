@@ -65,6 +65,7 @@ class AzureBlobProvider(StorageProvider):
     # One SAS covers a block blob of up to 50,000 blocks of 4,000 MiB; a
     # single Put Blob takes at most 5,000 MiB, so larger files go in blocks.
     max_single_upload_bytes = 50_000 * 4000 * 1024**2
+    max_one_request_bytes = 5000 * 1024**2
 
     def __init__(
         self,

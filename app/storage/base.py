@@ -116,6 +116,8 @@ class StorageProvider(ABC):
     bucket: str
     #: the most one presigned PUT may carry (S3, R2 and B2: 5 GiB)
     max_single_upload_bytes: int = 5 * 1024**3
+    #: the most an ``in_one_request`` upload may carry (one request, no blocks)
+    max_one_request_bytes: int = 5 * 1024**3
     #: objects are readable by anyone who has the URL (a public bucket)
     public_read: bool = False
     #: a ``create_only`` upload URL is refused by the storage once ``key`` exists

@@ -149,7 +149,8 @@ class UploadService:
         replacement); ``in_one_request``, it never uploads in blocks (an Azure
         SAS is then create only).
         """
-        key = self.issue_key(provider, user_id, wanted, provider.max_single_upload_bytes)
+        limit = provider.max_one_request_bytes if in_one_request else provider.max_single_upload_bytes
+        key = self.issue_key(provider, user_id, wanted, limit)
         upload = provider.presign_upload(
             key,
             wanted.content_type,

@@ -306,3 +306,40 @@ def test_uppy_6_sign_request_mode_unchanged_uploads_in_one_put_and_in_parts(
     # The service picked the keys; the types are the files' own, as Uppy sent them.
     assert [(f["fileName"], f["contentType"]) for f in saved] == [(n, t) for n, t, _ in files]
     assert all(not f["objectKey"].startswith(f["fileName"]) for f in saved)
+
+
+WRITE_ONCE_FROM_THE_PAGE = """async ({provider}) => {
+  const json = {'Content-Type': 'application/json'}
+  const presigned = await (await fetch(`/${provider}/presign-upload`, {method: 'POST', headers: json,
+    body: JSON.stringify({fileName: 'w.txt', contentType: 'text/plain', fileSize: 5})})).json()
+  const put = (body) => fetch(presigned.presignedUrl, {method: 'PUT', headers: presigned.headers, body})
+  const first = await put('hello')
+  const saved = await fetch(`/${provider}/save-metadata`, {method: 'POST', headers: json,
+    body: JSON.stringify({objectKey: presigned.objectKey})})
+  let again
+  try {
+    again = (await put('evil!')).status
+  } catch (error) {
+    again = String(error)
+  }
+  return {headers: presigned.headers, first: first.status, saved: saved.status, again}
+}"""
+
+
+@pytest.mark.parametrize("provider", ["s3", "r2"])
+def test_a_browser_sends_the_write_once_header_through_bucket_cors_and_a_replay_is_refused(
+    served: str, provider: str
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(served)
+        outcome = page.evaluate(WRITE_ONCE_FROM_THE_PAGE, {"provider": provider})
+        browser.close()
+    assert outcome["headers"] == {"Content-Type": "text/plain", "If-None-Match": "*"}
+    # The preflight allowed If-None-Match (flask storage cors sets it), the PUT landed, the save took it ...
+    assert (outcome["first"], outcome["saved"]) == (200, 201)
+    # ... and the same URL, replayed from the page, is refused by the storage.
+    assert outcome["again"] == 412

@@ -157,7 +157,10 @@ def test_companion_routes_refuse_to_go_on_with_a_saved_key(client: FlaskClient) 
     body = {"parts": [{"PartNumber": 1, "ETag": etag}]}
     completed = client.post(f"/r2/s3/multipart/{upload_id}/complete", query_string={"key": key}, json=body)
     assert completed.status_code == 200, completed.get_json()
-    assert save(client, "r2", key).status_code == 201
+    saved = save(client, "r2", key)
+    assert saved.status_code == 201
+    # Deleting the file ends it for good: its key is not reopened for another upload.
+    assert client.delete(f"/r2/files/{saved.get_json()['file']['id']}").status_code == 204
 
     for response in (
         client.get(f"/r2/s3/multipart/{upload_id}/1", query_string={"key": key}),

@@ -93,7 +93,9 @@ class FakeFiles:
         return self.files.get((provider, object_key))
 
     def key_state(self, provider: str, object_key: str, user_id: str) -> KeyState:
-        return KeyState(saved=(provider, object_key) in self.files, cleaned_up=object_key in self.claimed)
+        pending = self.pending.get(object_key)
+        saved = (provider, object_key) in self.files or (pending is not None and pending.saved_at is not None)
+        return KeyState(saved=saved, cleaned_up=object_key in self.claimed)
 
     def save_file(self, provider: str, new: NewFile) -> tuple[StoredFile | None, bool]:
         existing = self.files.get((provider, new.object_key))

@@ -146,3 +146,18 @@ def test_an_upload_that_is_saved_or_cleaned_up_goes_no_further(
         service.check_open(s3, "alice", claimed)
     with pytest.raises(Forbidden, match="key was not issued to this user"):
         service.check_open(s3, "mallory", open_key)
+    # A saved file its owner deleted stays final.
+    files.delete_file("s3", "alice", files.files[("s3", saved)].id)
+    with pytest.raises(Conflict, match="key was saved already"):
+        service.check_open(s3, "alice", saved)
+
+
+def test_an_upload_in_one_request_is_held_to_what_one_request_takes(
+    service: UploadService, storage: dict[str, FakeStorage]
+) -> None:
+    azure = storage["azure"]
+    azure.max_single_upload_bytes, azure.max_one_request_bytes = 10**6, 100
+    wanted = PresignRequest("big.bin", "application/octet-stream", 101)
+    service.issue_upload(azure, "alice", wanted, 300)
+    with pytest.raises(PayloadTooLarge, match="fileSize 101 is over the 100 byte upload limit"):
+        service.issue_upload(azure, "alice", wanted, 300, in_one_request=True)
