@@ -101,6 +101,10 @@ class NoSuchUpload(StorageRefused):
     """The multipart upload is not there: never started, completed or aborted."""
 
 
+class ObjectExists(StorageRefused):
+    """A create-only write found an object already under the key (412)."""
+
+
 class StorageTimeout(StorageError):
     """The provider did not answer in time."""
 

@@ -33,6 +33,7 @@ from .base import (
     MultipartProvider,
     MultipartUpload,
     NoSuchUpload,
+    ObjectExists,
     ObjectInfo,
     PresignedUpload,
     StorageError,
@@ -214,13 +215,20 @@ class S3CompatibleProvider(MultipartProvider):
             marker = int(answer["NextPartNumberMarker"])
 
     def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> None:
-        """Assemble the object from ``parts`` (number, ETag), in order."""
+        """Assemble the object from ``parts`` (number, ETag), in order.
+
+        Where ``write_once``, only if no object is there yet (``If-None-Match: *``,
+        which S3 and R2 honour on CompleteMultipartUpload): a save that landed
+        after the service's own checks cannot be replaced (``ObjectExists``).
+        """
+        condition = {"IfNoneMatch": "*"} if self.write_once else {}
         with self._translate_errors("CompleteMultipartUpload"):
             self._client.complete_multipart_upload(
                 Bucket=self.bucket,
                 Key=key,
                 UploadId=upload_id,
                 MultipartUpload={"Parts": [{"PartNumber": n, "ETag": f'"{etag}"'} for n, etag in parts]},
+                **condition,
             )
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
@@ -419,6 +427,8 @@ class S3CompatibleProvider(MultipartProvider):
             log.warning("%s %s failed: %s %s", self.name, operation, status, _error_code(exc))
             if _error_code(exc) == "NoSuchUpload":
                 raise NoSuchUpload(f"{self.name} storage has no such multipart upload") from None
+            if status == 412:
+                raise ObjectExists(f"{self.name} storage already holds an object under this key") from None
             if status >= 500:
                 raise StorageError(f"{self.name} storage failed ({status}), try again") from None
             raise StorageRefused(f"{self.name} storage refused the request ({_error_code(exc)})") from None

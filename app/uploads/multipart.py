@@ -14,9 +14,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from ..errors import BadRequest, NotFound, PayloadTooLarge
+from ..errors import BadRequest, Conflict, NotFound, PayloadTooLarge
 from ..storage import MultipartProvider, StorageProvider
-from ..storage.base import NoSuchUpload, UploadedPart
+from ..storage.base import NoSuchUpload, ObjectExists, UploadedPart
 from .policy import UploadPolicy
 from .schemas import PresignRequest, SignRequest
 from .service import UploadService
@@ -169,7 +169,13 @@ class MultipartService:
                 f"the parts add up to {total} bytes, over the {self._limit()} byte upload limit; "
                 "the upload was aborted"
             )
-        self._translate(lambda: provider.complete_multipart(key, upload_id, parts), upload_id)
+        try:
+            self._translate(lambda: provider.complete_multipart(key, upload_id, parts), upload_id)
+        except ObjectExists:
+            # Completed already (a retry), or a save raced these checks: the object stays as it is.
+            raise Conflict(
+                "an object is already stored under key: its upload was completed; call save-metadata"
+            ) from None
         return {"location": provider.object_url(key), "key": key}
 
     def abort(self, provider: MultipartProvider, user_id: str, key: str, upload_id: str) -> None:

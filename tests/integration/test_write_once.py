@@ -222,3 +222,42 @@ def test_the_azure_guides_sas_creates_the_blob_once_and_can_do_nothing_else(
 def test_the_services_own_azure_sas_still_takes_blocks(client: FlaskClient) -> None:
     presigned = presign(client, "azure", "big.bin", "application/octet-stream", file_size=len(ORIGINAL))
     assert "sp=cw&" in presigned["sasUrl"]
+
+
+@pytest.mark.parametrize("provider", ["s3", "r2"])
+def test_a_companion_complete_never_replaces_an_object_already_there(
+    app: Flask, client: FlaskClient, provider: str
+) -> None:
+    def upload_part_of(upload_id: str, data: bytes) -> dict[str, Any]:
+        url = client.get(f"/{provider}/s3/multipart/{upload_id}/1", query_string={"key": key}).get_json()[
+            "url"
+        ]
+        return {
+            "parts": [{"PartNumber": 1, "ETag": requests.put(url, data=data, timeout=30).headers["ETag"]}]
+        }
+
+    created = client.post(
+        f"/{provider}/s3/multipart", json={"filename": "a.bin", "type": "application/octet-stream"}
+    )
+    key, first = created.get_json()["key"], created.get_json()["uploadId"]
+    done = client.post(
+        f"/{provider}/s3/multipart/{first}/complete",
+        query_string={"key": key},
+        json=upload_part_of(first, ORIGINAL),
+    )
+    assert done.status_code == 200, done.get_json()
+    # A second upload on the same key (as a replayed create URL makes), finished before the save:
+    # the service's own checks pass, and the storage's condition is what refuses it.
+    with app.app_context():
+        second = get_provider(provider).create_multipart(key, "application/octet-stream")  # type: ignore[attr-defined]
+    refused = client.post(
+        f"/{provider}/s3/multipart/{second}/complete",
+        query_string={"key": key},
+        json=upload_part_of(second, REPLACEMENT),
+    )
+    assert refused.status_code == 409, refused.get_json()
+    assert refused.get_json()["error"] == (
+        "an object is already stored under key: its upload was completed; call save-metadata"
+    )
+    saved = save(client, provider, key)
+    assert saved.status_code == 201 and saved.get_json()["file"]["size"] == len(ORIGINAL)
