@@ -27,6 +27,8 @@ class PresignRequest:
     #: "" when the client named none (Uppy's signRequest): any type, checked at save
     content_type: str
     file_size: int | None
+    #: the client sends the file in one PUT, never in blocks (``singlePut``)
+    single_put: bool = False
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,12 @@ def parse_presign(body: dict[str, Any], *, type_required: bool = True) -> Presig
         raise BadRequest("fileSize must be a whole number of bytes")
     if size is not None and size < 0:
         raise BadRequest("fileSize must not be negative")
-    return PresignRequest(file_name=file_name, content_type=content_type, file_size=size)
+    single_put = body.get("singlePut", False)
+    if not isinstance(single_put, bool):
+        raise BadRequest("singlePut must be true or false")
+    return PresignRequest(
+        file_name=file_name, content_type=content_type, file_size=size, single_put=single_put
+    )
 
 
 def parse_save(body: dict[str, Any], key_fields: tuple[str, ...]) -> SaveRequest:

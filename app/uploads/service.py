@@ -149,6 +149,8 @@ class UploadService:
         replacement); ``in_one_request``, it never uploads in blocks (an Azure
         SAS is then create only).
         """
+        # A client that says it sends one PUT gets a URL that allows no more.
+        in_one_request = in_one_request or wanted.single_put
         limit = provider.max_one_request_bytes if in_one_request else provider.max_single_upload_bytes
         key = self.issue_key(provider, user_id, wanted, limit)
         upload = provider.presign_upload(

@@ -261,3 +261,28 @@ def test_a_companion_complete_never_replaces_an_object_already_there(
     )
     saved = save(client, provider, key)
     assert saved.status_code == 201 and saved.get_json()["file"]["size"] == len(ORIGINAL)
+
+
+def test_an_azure_upload_declared_as_one_put_gets_a_create_only_sas(client: FlaskClient) -> None:
+    from azure.core.exceptions import HttpResponseError
+    from azure.storage.blob import BlobClient
+
+    body = {"fileName": "a.txt", "contentType": "text/plain", "fileSize": len(ORIGINAL), "singlePut": True}
+    presigned = client.post("/azure/presign-upload", json=body).get_json()
+    assert "sp=c&" in presigned["sasUrl"]
+    assert put(presigned, ORIGINAL).status_code == 201
+    assert save(client, "azure", presigned["objectKey"]).status_code == 201
+    assert put(presigned, REPLACEMENT).status_code == 403
+    with pytest.raises(HttpResponseError) as lease:
+        BlobClient.from_blob_url(presigned["sasUrl"]).acquire_lease(lease_duration=-1)
+    assert lease.value.status_code == 403
+
+
+def test_one_put_is_held_to_what_one_put_blob_takes(make_app: Callable[..., Flask]) -> None:
+    client = make_app(MAX_UPLOAD_BYTES=str(10 * 1024**3)).test_client()
+    too_big = 5000 * 1024**2 + 1
+    body = {"fileName": "a.bin", "contentType": "application/octet-stream", "fileSize": too_big}
+    assert client.post("/azure/presign-upload", json=body).status_code == 200
+    refused = client.post("/azure/presign-upload", json={**body, "singlePut": True})
+    assert refused.status_code == 413
+    assert refused.get_json()["error"] == f"fileSize {too_big} is over the {5000 * 1024**2} byte upload limit"

@@ -32,6 +32,10 @@ from app.uploads.schemas import (
         ({"fileName": "a.txt", "contentType": "text/plain", "fileSize": "5"}, "fileSize must be a whole"),
         ({"fileName": "a.txt", "contentType": "text/plain", "fileSize": True}, "fileSize must be a whole"),
         ({"fileName": "a.txt", "contentType": "text/plain", "fileSize": -1}, "fileSize must not be negative"),
+        (
+            {"fileName": "a.txt", "contentType": "text/plain", "singlePut": "yes"},
+            "singlePut must be true or false",
+        ),
     ],
 )
 def test_a_malformed_presign_body_is_refused_naming_the_field(body: dict[str, Any], message: str) -> None:

@@ -136,14 +136,16 @@ class AzureBlobUpload extends BasePlugin {
 
   async uploadOne (file) {
     const type = file.type || 'application/octet-stream'
+    // One Put Blob below the threshold: singlePut gets a create-only SAS (no replacement, no lease).
+    const single = file.size <= config.multipartThreshold
     const presigned = await api('/azure/presign-upload', {
-      method: 'POST', body: { fileName: file.name, contentType: type, fileSize: file.size },
+      method: 'POST', body: { fileName: file.name, contentType: type, fileSize: file.size, singlePut: single },
     })
     const started = Date.now()
     const progress = (done) => this.uppy.emit('upload-progress', this.uppy.getFile(file.id), {
       uploadStarted: started, bytesUploaded: done, bytesTotal: file.size,
     })
-    if (file.size <= config.multipartThreshold) {
+    if (single) {
       await withRetries(() => xhrPut(presigned.sasUrl, file.data, presigned.headers, progress))
     } else {
       const ids = []
