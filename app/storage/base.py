@@ -121,7 +121,7 @@ class StorageProvider(ABC):
     #: the most one presigned PUT may carry (S3, R2 and B2: 5 GiB)
     max_single_upload_bytes: int = 5 * 1024**3
     #: the most an ``in_one_request`` upload may carry (one request, no blocks)
-    max_one_request_bytes: int = 5 * 1024**3
+    max_one_request_bytes: int = max_single_upload_bytes
     #: objects are readable by anyone who has the URL (a public bucket)
     public_read: bool = False
     #: a ``create_only`` upload URL is refused by the storage once ``key`` exists
