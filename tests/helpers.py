@@ -44,6 +44,31 @@ def put(presigned: dict[str, Any], data: bytes, **header_overrides: str) -> requ
     return requests.put(presigned["presignedUrl"], data=data, headers=headers, timeout=30)
 
 
+SERVICE_ORIGIN = "http://localhost"
+
+
+class StepAnswer:
+    """What a URL answered, read the same way from the service (test client) and from storage."""
+
+    def __init__(self, status_code: int, text: str, headers: Any):
+        self.status_code, self.text, self.headers = status_code, text, headers
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code < 400
+
+
+def send_to(
+    client: FlaskClient, method: str, url: str, data: bytes | str = b"", headers: dict[str, str] | None = None
+) -> StepAnswer:
+    """Send a request to a URL the sign route answered: the service's own (create, complete) or storage's."""
+    if url.startswith(SERVICE_ORIGIN + "/"):
+        answer = client.open(url[len(SERVICE_ORIGIN) :], method=method, data=data, headers=headers or {})
+        return StepAnswer(answer.status_code, answer.get_data(as_text=True), answer.headers)
+    response = requests.request(method, url, data=data, headers=headers, timeout=60)
+    return StepAnswer(response.status_code, response.text, response.headers)
+
+
 def save(client: FlaskClient, provider: str, key: str, user: str | None = None) -> Any:
     """Call save-metadata for ``key``."""
     headers = {"X-User-Id": user} if user else {}

@@ -13,6 +13,10 @@ keeps in its database (``service_secrets``):
   the presign allowed, so an upload the signature could not pin down (Azure
   SAS binds neither) is checked against it.
 
+The same secret, keyed for another purpose, signs the URLs of the steps of
+an upload in parts that the service answers itself (its create and complete
+in Uppy's sign mode), so those URLs need no bearer token.
+
 Keys in the guides' form (issued before these, or written by a guide's
 code) carry no tags; the service falls back to its presign records for them.
 """
@@ -109,6 +113,7 @@ class KeySigner:
         # Keyed once: each tag then costs one copy and two hash blocks.
         self._owner = hmac.new(secret, b"object-key-owner-v1", hashlib.sha256)
         self._spec = hmac.new(secret, b"object-key-spec-v1", hashlib.sha256)
+        self._step = hmac.new(secret, b"multipart-step-v1", hashlib.sha256)
 
     def _owner_tag(self, provider: str, user_id: str, nonce: bytes, name: str) -> bytes:
         mac = self._owner.copy()
@@ -131,6 +136,25 @@ class KeySigner:
         owner = self._owner_tag(provider, user_id, nonce, clean_name)
         spec = self._spec_tag(nonce, content_type, declared_size)
         return f"{nonce.hex()}{owner.hex()}{spec.hex()}-{clean_name}"
+
+    def step_signature(
+        self, step: str, provider: str, user_id: str, key: str, upload_id: str, expires: int
+    ) -> str:
+        """Sign a step of an upload in parts that the service itself answers (a URL it hands out).
+
+        ``expires`` is a Unix time; the signature binds every field, so a URL
+        for one user, key, upload or step is worth nothing for another.
+        """
+        mac = self._step.copy()
+        mac.update(_fields(step, provider, user_id, key, upload_id, str(expires)))
+        return mac.hexdigest()[:32]
+
+    def step_signed(
+        self, signature: str, step: str, provider: str, user_id: str, key: str, upload_id: str, expires: int
+    ) -> bool:
+        """Say whether ``signature`` is this service's for the step (its expiry is checked apart)."""
+        expected = self.step_signature(step, provider, user_id, key, upload_id, expires)
+        return hmac.compare_digest(expected, signature)
 
     @staticmethod
     def is_tagged(key: str) -> bool:

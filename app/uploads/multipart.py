@@ -1,24 +1,28 @@
 """Uploads in parts for S3, R2 and B2: what Uppy's @uppy/aws-s3 asks a server for.
 
-Two ways in, one set of rules. The sign route (Uppy 6 ``signRequest``) signs
-the six S3 requests of an upload for the browser to send; the Companion-style
-routes (Uppy 5 ``endpoint``, Uppy 6 ``companionEndpoint``) do the control
-steps here and sign only the data-carrying ones. Either way the service picks
-the key, binds it to the caller, and checks every later step against it.
+Two ways in, one set of rules. The sign route (Uppy 6 ``signRequest``) answers
+a URL for each of the six S3 requests of an upload: signed S3 URLs for the
+parts, the list and the abort, and URLs of the service's own for the create
+and the complete, which it does itself (``SignedStep``), so that no replayable
+create or unchecked complete is ever handed out. The Companion-style routes
+(Uppy 5 ``endpoint``, Uppy 6 ``companionEndpoint``) do the control steps here
+and sign only the data-carrying ones. Either way the service picks the key,
+binds it to the caller, and checks every later step against it.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from ..errors import BadRequest, Conflict, NotFound, PayloadTooLarge
+from ..errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge
 from ..storage import MultipartProvider, StorageProvider
 from ..storage.base import NoSuchUpload, ObjectExists, UploadedPart
 from .policy import UploadPolicy
-from .schemas import PresignRequest, SignRequest
+from .schemas import PresignRequest, SignedStep, SignRequest
 from .service import UploadService
 
 T = TypeVar("T")
@@ -71,10 +75,18 @@ class MultipartService:
                 # Uppy sends only Content-Type on this PUT: no header can make it create only.
                 upload = self._uploads.issue_upload(provider, user_id, wanted, expires, in_one_request=True)
                 return {"url": upload.upload.url, "key": upload.object_key, "headers": upload.upload.headers}
+            # The service starts the upload itself and hands out a URL of its own
+            # that answers with the upload id: a signed CreateMultipartUpload
+            # could be replayed for a second upload under the same key.
             key = self._issue(provider, user_id, wanted, self._limit(), expires)
-            headers = {"Content-Type": wanted.content_type} if wanted.content_type else {}
-            url = provider.presign_operation("POST", key, expires, query={"uploads": ""}, headers=headers)
-            return {"url": url, "key": key, "headers": headers, "partSize": self.part_size(wanted.file_size)}
+            upload_id = provider.create_multipart(key, wanted.content_type)
+            return {
+                "step": self._step("create", provider, user_id, key, upload_id, expires),
+                "key": key,
+                "uploadId": upload_id,
+                "headers": {},
+                "partSize": self.part_size(wanted.file_size),
+            }
         if request.operation == "abort":
             # Aborting only drops parts: allowed whatever became of the key.
             self._uploads.check_owner(provider, user_id, request.key)
@@ -82,12 +94,34 @@ class MultipartService:
             self._uploads.check_open(provider, user_id, request.key)
         self._extend(provider, user_id, request.key, expires)
         assert request.upload_id is not None
+        if request.operation == "complete":
+            # Completed by the service, after it has checked the parts (``complete``),
+            # at a URL of its own: the browser never holds a signed complete.
+            step = self._step("complete", provider, user_id, request.key, request.upload_id, expires)
+            return {"step": step}
         query = {"uploadId": request.upload_id}
-        method = {"upload_part": "PUT", "list_parts": "GET", "complete": "POST", "abort": "DELETE"}
+        method = {"upload_part": "PUT", "list_parts": "GET", "abort": "DELETE"}
         if request.operation == "upload_part":
             query["partNumber"] = str(request.part_number)
         url = provider.presign_operation(method[request.operation], request.key, expires, query=query)
         return {"url": url}
+
+    def _step(
+        self, step: str, provider: MultipartProvider, user_id: str, key: str, upload_id: str, expires: int
+    ) -> SignedStep:
+        until = int(time.time()) + expires
+        signer = self._uploads.key_signer()
+        signature = signer.step_signature(step, provider.name, user_id, key, upload_id, until)
+        return SignedStep(step, key, upload_id, user_id, until, signature)
+
+    def check_step(self, provider: MultipartProvider, step: SignedStep) -> None:
+        """Refuse a step URL this service did not sign as it stands, or one past its expiry."""
+        signer = self._uploads.key_signer()
+        fields = (step.step, provider.name, step.user_id, step.key, step.upload_id, step.expires)
+        if not signer.step_signed(step.signature, *fields):
+            raise Forbidden("signature is not this service's: send the URL the sign route answered, as it is")
+        if step.expires < time.time():
+            raise Forbidden(f"this {step.step} URL has expired; ask the sign route for the step again")
 
     # --- Companion-style routes -------------------------------------------
 

@@ -1,6 +1,8 @@
 """Routes for uploads in parts (S3, R2, B2), mounted at ``/<provider>/s3`` for each of the three.
 
-``POST /P/s3/sign`` serves Uppy 6's ``signRequest`` mode; the rest are the
+``POST /P/s3/sign`` serves Uppy 6's ``signRequest`` mode, and
+``POST /P/s3/sign/create|complete`` the two steps of it the service takes
+itself (at URLs the sign route answers); the rest are the
 routes of Uppy's Companion (``packages/@uppy/companion/src/server/controllers/s3.ts``),
 so Uppy 5's ``endpoint: <service>/P`` and Uppy 6's ``companionEndpoint``
 work against this service unchanged. Starting an upload counts against the
@@ -10,8 +12,9 @@ presign rate limit; every later step against the (higher) parts limit.
 from __future__ import annotations
 
 from typing import Any
+from xml.sax.saxutils import escape
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify, request, url_for
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from .. import components
@@ -22,11 +25,13 @@ from ..storage import MultipartProvider
 from .multipart import MultipartService, multipart_provider
 from .schemas import (
     parse_companion_file,
+    parse_complete_multipart,
     parse_key,
     parse_part_number,
     parse_part_numbers,
     parse_parts,
     parse_sign,
+    parse_signed_step,
     parse_upload_id,
 )
 from .views import json_object
@@ -66,7 +71,46 @@ def sign(provider: str) -> tuple[Response, int]:
     user_id = current_user_id()
     storage = _provider(provider)
     wanted = parse_sign(body, storage.bucket)
-    return jsonify(_multipart().sign(storage, user_id, wanted)), 200
+    answer = _multipart().sign(storage, user_id, wanted)
+    step = answer.pop("step", None)
+    if step is not None:
+        query = {"key": step.key, "uploadId": step.upload_id, "user": step.user_id, "expires": step.expires}
+        query["signature"] = step.signature
+        answer["url"] = url_for(".signed_step", provider=provider, step=step.step, _external=True, **query)
+    return jsonify(answer), 200
+
+
+S3_XMLNS = "http://s3.amazonaws.com/doc/2006-03-01/"
+
+
+def _s3_xml(root: str, fields: dict[str, str]) -> Response:
+    """Answer as S3 would: one element of text fields, in S3's namespace."""
+    inner = "".join(f"<{name}>{escape(value)}</{name}>" for name, value in fields.items())
+    body = f'<?xml version="1.0" encoding="UTF-8"?>\n<{root} xmlns="{S3_XMLNS}">{inner}</{root}>'
+    return Response(body, 200, mimetype="application/xml")
+
+
+@multipart_bp.post("/sign/<step>")
+@rate_limited("parts")
+def signed_step(provider: str, step: str) -> Response:
+    """Answer a create or complete the sign route signed for the service itself, in S3's XML.
+
+    The URL is the credential (no bearer token: Uppy sends it as it would
+    to S3); its signature binds the user, key, upload id, step and expiry.
+    """
+    storage = _provider(provider)
+    signed = parse_signed_step(step, request.args)
+    service = _multipart()
+    service.check_step(storage, signed)
+    if signed.step == "create":
+        # Replaying this URL answers the same upload id: no second upload is ever started.
+        fields = {"Bucket": storage.bucket, "Key": signed.key, "UploadId": signed.upload_id}
+        return _s3_xml("InitiateMultipartUploadResult", fields)
+    request.max_content_length = MAX_COMPLETE_BODY_BYTES
+    parts = parse_complete_multipart(request.get_data())
+    done = service.complete(storage, signed.user_id, signed.key, signed.upload_id, parts)
+    fields = {"Location": done["location"], "Bucket": storage.bucket, "Key": signed.key}
+    return _s3_xml("CompleteMultipartUploadResult", fields)
 
 
 @multipart_bp.get("/params")

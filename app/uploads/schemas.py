@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from xml.etree import ElementTree
 
-from ..errors import BadRequest
+from defusedxml import DefusedXmlException
+from defusedxml import ElementTree as DefusedElementTree
+
+from ..errors import BadRequest, Forbidden, NotFound
 from .keys import clean_file_name
 
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"  # noqa: S105 - an HTTP token, not a password
@@ -267,6 +272,74 @@ def parse_companion_file(values: dict[str, Any]) -> PresignRequest:
 def parse_signed_request(values: dict[str, Any]) -> PresignRequest:
     """Read Backblaze's article's ``?name=<file name>``: no type or size is named, so none is signed."""
     return _wanted(values, "name", "contentType", "fileSize", type_required=False)
+
+
+@dataclass(frozen=True)
+class SignedStep:
+    """A step of an upload in parts the service answers itself, as its signed URL names it."""
+
+    step: str
+    key: str
+    upload_id: str
+    user_id: str
+    #: Unix time after which the URL is refused
+    expires: int
+    signature: str
+
+
+SERVICE_STEPS = ("create", "complete")
+_SIGNATURE = re.compile(r"[0-9a-f]{32}")
+MAX_USER_ID_LENGTH = 255
+
+
+def parse_signed_step(step: str, query: Mapping[str, str]) -> SignedStep:
+    """Read the query of a URL the sign route answered for a step the service takes itself."""
+    if step not in SERVICE_STEPS:
+        raise NotFound(f"the service answers the steps {' and '.join(SERVICE_STEPS)} only, not {step!r}")
+    signature = query.get("signature")
+    if not signature:
+        raise Forbidden("signature is required: send the step to the URL the sign route answered, as it is")
+    if not _SIGNATURE.fullmatch(signature):
+        raise Forbidden("signature is not this service's: send the URL the sign route answered, as it is")
+    expires = query.get("expires", "")
+    if not (expires.isascii() and expires.isdigit() and len(expires) <= 12):
+        raise BadRequest("expires must be the Unix time the sign route put in the URL")
+    user_id = _identifier(query.get("user"), "user", MAX_USER_ID_LENGTH, "is not a user id")
+    return SignedStep(
+        step,
+        parse_key(query.get("key")),
+        parse_upload_id(query.get("uploadId")),
+        user_id,
+        int(expires),
+        signature,
+    )
+
+
+def parse_complete_multipart(body: bytes) -> list[tuple[int, str]]:
+    """Read S3's ``<CompleteMultipartUpload>`` XML into (part number, ETag) pairs, as ``parse_parts`` does.
+
+    defusedxml refuses a DTD and every entity: the body comes from anyone holding the URL.
+    """
+    try:
+        root = DefusedElementTree.fromstring(body, forbid_dtd=True)
+    except (ElementTree.ParseError, DefusedXmlException):
+        raise BadRequest(
+            "the body must be S3's CompleteMultipartUpload XML, without a DTD or entities"
+        ) from None
+    if _local_name(root.tag) != "CompleteMultipartUpload":
+        raise BadRequest(f"the body must be a CompleteMultipartUpload document, not {_local_name(root.tag)}")
+    parts = []
+    for part in root:
+        if _local_name(part.tag) != "Part":
+            continue
+        fields = {_local_name(child.tag): (child.text or "").strip() for child in part}
+        parts.append({"PartNumber": fields.get("PartNumber"), "ETag": fields.get("ETag")})
+    return parse_parts({"parts": parts})
+
+
+def _local_name(tag: object) -> str:
+    # S3's SDKs put the elements in S3's namespace; Uppy does not.
+    return str(tag).rsplit("}", 1)[-1]
 
 
 def parse_parts(body: dict[str, Any]) -> list[tuple[int, str]]:

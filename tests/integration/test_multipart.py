@@ -16,7 +16,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app.components import get_provider
-from tests.helpers import S3_FAMILY, save
+from tests.helpers import S3_FAMILY, save, send_to
 
 pytestmark = pytest.mark.integration
 
@@ -71,9 +71,10 @@ def test_sign_route_uploads_in_parts_with_a_retry_and_a_resume(client: FlaskClie
     key = created["key"]
     assert key.endswith("-big.bin") and key != "big.bin"  # the service picks the key
     assert created["partSize"] == 5 * MiB
-    answer = requests.post(created["url"], headers=created["headers"], timeout=30)
+    answer = send_to(client, "POST", created["url"], headers=created["headers"])
     assert answer.status_code == 200, answer.text
     [upload_id] = xml_text(answer.text, "UploadId")
+    assert upload_id == created["uploadId"]
 
     etags: dict[int, str] = {}
     for number in (1, 2):
@@ -95,7 +96,7 @@ def test_sign_route_uploads_in_parts_with_a_retry_and_a_resume(client: FlaskClie
         etags[number] = put_part(url, PARTS[number - 1])
 
     url = signed(client, provider, method="POST", key=key, uploadId=upload_id)["url"]
-    done = requests.post(url, data=complete_xml(sorted(etags.items())), timeout=60)
+    done = send_to(client, "POST", url, data=complete_xml(sorted(etags.items())))
     assert done.status_code == 200, done.text
 
     saved = save(client, provider, key)
@@ -462,7 +463,7 @@ def test_uppys_own_sign_request_uploads_a_file_in_parts(client: FlaskClient, pro
     created = signed(client, provider, method="POST", key=UPPY_KEY.format(name="big.bin"))
     key = created["key"]
     assert key.endswith("-big.bin") and created["headers"] == {}
-    answer = requests.post(created["url"], headers={"Content-Type": "application/octet-stream"}, timeout=30)
+    answer = send_to(client, "POST", created["url"], headers={"Content-Type": "application/octet-stream"})
     assert answer.status_code == 200, answer.text
     [upload_id] = xml_text(answer.text, "UploadId")
     etags = []
@@ -470,9 +471,7 @@ def test_uppys_own_sign_request_uploads_a_file_in_parts(client: FlaskClient, pro
         url = signed(client, provider, method="PUT", key=key, uploadId=upload_id, partNumber=number)["url"]
         etags.append((number, put_part(url, part)))
     url = signed(client, provider, method="POST", key=key, uploadId=upload_id)["url"]
-    done = requests.post(
-        url, data=complete_xml(etags), headers={"Content-Type": "application/xml"}, timeout=60
-    )
+    done = send_to(client, "POST", url, data=complete_xml(etags), headers={"Content-Type": "application/xml"})
     assert done.status_code == 200, done.text
     assert xml_text(done.text, "Key") == [key]  # what Uppy reports as the uploaded key
     saved = save(client, provider, key)

@@ -8,17 +8,21 @@ enforces it as S3 and R2 do. The guides' routes keep the guides' PUT.
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qsl
 
 import pytest
 import requests
 from flask import Flask
 from flask.testing import FlaskClient
 
+from app import components
 from app.components import get_database, get_provider
 from app.repository import FileRepository
-from tests.helpers import presign, put, rows, save
+from tests.helpers import SERVICE_ORIGIN, StepAnswer, presign, put, rows, save, send_to
 
 pytestmark = pytest.mark.integration
 
@@ -103,7 +107,7 @@ def sign(client: FlaskClient, provider: str, **request: Any) -> Any:
     return client.post(f"/{provider}/s3/sign", json=request)
 
 
-def upload_id_of(answer: requests.Response) -> str:
+def upload_id_of(answer: requests.Response | StepAnswer) -> str:
     assert answer.status_code == 200, answer.text
     return answer.text.split("<UploadId>", 1)[1].split("</UploadId>", 1)[0]
 
@@ -114,39 +118,135 @@ def parts_xml(parts: list[tuple[int, str]]) -> str:
 
 
 @pytest.mark.parametrize("provider", ["s3", "r2", "b2"])
-def test_a_saved_key_gets_no_more_part_list_or_complete_signatures(
+def test_in_sign_mode_the_service_creates_and_completes_so_no_replay_makes_a_second_upload(
     app: Flask, client: FlaskClient, provider: str
 ) -> None:
     created = sign(
         client, provider, method="POST", key="a.bin", contentType="application/octet-stream"
     ).get_json()
     key = created["key"]
-    create = lambda: requests.post(created["url"], headers=created["headers"], timeout=30)  # noqa: E731
-    upload_id = upload_id_of(create())
+    # The create URL is the service's own: the upload was started when it was signed ...
+    assert created["url"].startswith(f"{SERVICE_ORIGIN}/{provider}/s3/sign/create?")
+    upload_id = upload_id_of(send_to(client, "POST", created["url"]))
+    # ... and replaying it answers the same upload: no second one under the key.
+    assert upload_id_of(send_to(client, "POST", created["url"])) == upload_id == created["uploadId"]
+    with app.app_context():
+        started = [u.upload_id for u in get_provider(provider).list_multipart_uploads() if u.key == key]
+    assert started == [upload_id]
+
     part = sign(client, provider, method="PUT", key=key, uploadId=upload_id, partNumber=1).get_json()["url"]
     etag = requests.put(part, data=ORIGINAL, timeout=30).headers["ETag"]
     done = sign(client, provider, method="POST", key=key, uploadId=upload_id).get_json()["url"]
-    assert requests.post(done, data=parts_xml([(1, etag)]), timeout=30).status_code == 200
+    assert done.startswith(f"{SERVICE_ORIGIN}/{provider}/s3/sign/complete?")
+    assert send_to(client, "POST", done, data=parts_xml([(1, etag)])).status_code == 200
     assert save(client, provider, key).status_code == 201
 
-    # The signed create can still be replayed at the storage until it expires ...
-    second = upload_id_of(create())
-    # ... but nothing that would make that second upload the object is signed any more.
-    for step in (
-        {"method": "PUT", "partNumber": 1},
-        {"method": "GET"},
-        {"method": "POST"},
-    ):
-        refused = sign(client, provider, key=key, uploadId=second, **step)
+    # The complete URL replayed after the save, and every step asked for again, are refused.
+    replayed = send_to(client, "POST", done, data=parts_xml([(1, etag)]))
+    assert replayed.status_code == 409 and SAVED_KEY in replayed.text
+    for step in ({"method": "PUT", "partNumber": 1}, {"method": "GET"}, {"method": "POST"}):
+        refused = sign(client, provider, key=key, uploadId=upload_id, **step)
         assert refused.status_code == 409, refused.get_json()
         assert refused.get_json()["error"].startswith(SAVED_KEY)
-    # Aborting only drops parts: still signed, and it cleans up the replayed upload.
-    abort = sign(client, provider, method="DELETE", key=key, uploadId=second)
-    assert abort.status_code == 200
-    assert requests.delete(abort.get_json()["url"], timeout=30).status_code == 204
+    # Aborting only drops parts: still signed, and harmless on a completed upload.
+    assert sign(client, provider, method="DELETE", key=key, uploadId=upload_id).status_code == 200
     with app.app_context():
         stored = get_provider(provider).head(key)
     assert stored is not None and stored.size == len(ORIGINAL)
+
+
+NO_SIGNATURE = "signature is required: send the step to the URL the sign route answered, as it is"
+BAD_STEP = "signature is not this service's: send the URL the sign route answered, as it is"
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "message"),
+    [
+        ({"signature": "0" * 32}, 403, BAD_STEP),
+        ({"signature": "not-hex"}, 403, BAD_STEP),
+        ({"signature": None}, 403, NO_SIGNATURE),
+        ({"user": "mallory"}, 403, BAD_STEP),
+        ({"uploadId": "another-upload"}, 403, BAD_STEP),
+        ({"key": "0" * 40 + "-a.bin"}, 403, BAD_STEP),
+        ({"expires": "1"}, 403, BAD_STEP),
+        ({"expires": "soon"}, 400, "expires must be the Unix time the sign route put in the URL"),
+        ({"user": None}, 400, "user is required"),
+    ],
+)  # fmt: skip
+def test_a_step_url_changed_in_any_field_is_refused(
+    client: FlaskClient, change: dict[str, str | None], status: int, message: str
+) -> None:
+    created = sign(client, "s3", method="POST", key="a.bin").get_json()
+    path, _, raw = created["url"][len(SERVICE_ORIGIN) :].partition("?")
+    query: dict[str, str | None] = dict(parse_qsl(raw))
+    query.update(change)
+    response = client.post(path, query_string={k: v for k, v in query.items() if v is not None})
+    assert (response.status_code, response.get_json()["error"]) == (status, message)
+    assert client.post(path.replace("/create", "/merge"), query_string=raw).status_code == 404
+
+
+def test_a_step_url_past_its_expiry_is_refused(app: Flask, client: FlaskClient) -> None:
+    created = sign(client, "s3", method="POST", key="a.bin").get_json()
+    query = dict(parse_qsl(created["url"].partition("?")[2]))
+    # A URL the service itself signed, one second in the past.
+    past = int(time.time()) - 1
+    with app.app_context():
+        signer = components.uploads().key_signer()
+        signature = signer.step_signature(
+            "create", "s3", query["user"], query["key"], query["uploadId"], past
+        )
+    query.update(expires=str(past), signature=signature)
+    response = client.post("/s3/s3/sign/create", query_string=query)
+    assert response.status_code == 403
+    assert (
+        response.get_json()["error"] == "this create URL has expired; ask the sign route for the step again"
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"not xml", "the body must be S3's CompleteMultipartUpload XML, without a DTD or entities"),
+        (b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]><CompleteMultipartUpload/>',
+         "the body must be S3's CompleteMultipartUpload XML, without a DTD or entities"),
+        (b"<Delete><Object/></Delete>", "the body must be a CompleteMultipartUpload document, not Delete"),
+        (b"<CompleteMultipartUpload></CompleteMultipartUpload>",
+         "parts is required: a list of {PartNumber, ETag}, one per uploaded part"),
+        (b"<CompleteMultipartUpload><Part><PartNumber>1</PartNumber></Part></CompleteMultipartUpload>",
+         "part 1 needs its ETag, as the PUT of the part answered it"),
+        (b"<CompleteMultipartUpload><Part><PartNumber>0</PartNumber><ETag>e</ETag></Part>"
+         b"</CompleteMultipartUpload>", "partNumber must be a whole number from 1 to 10000"),
+    ],
+)  # fmt: skip
+def test_the_service_complete_refuses_a_body_that_is_not_s3s_part_list(
+    client: FlaskClient, body: bytes, message: str
+) -> None:
+    created = sign(client, "s3", method="POST", key="a.bin").get_json()
+    done = sign(client, "s3", method="POST", key=created["key"], uploadId=created["uploadId"]).get_json()[
+        "url"
+    ]
+    response = send_to(client, "POST", done, data=body, headers={"Content-Type": "application/xml"})
+    assert response.status_code == 400
+    assert json.loads(response.text)["error"] == message
+
+
+def test_the_service_complete_over_the_limit_aborts_the_upload(make_app: Callable[..., Flask]) -> None:
+    app = make_app(MAX_UPLOAD_BYTES="10")
+    client = app.test_client()
+    created = sign(client, "s3", method="POST", key="a.bin").get_json()
+    key, upload_id = created["key"], created["uploadId"]
+    part = sign(client, "s3", method="PUT", key=key, uploadId=upload_id, partNumber=1).get_json()["url"]
+    etag = requests.put(part, data=b"x" * 11, timeout=30).headers["ETag"]
+    done = sign(client, "s3", method="POST", key=key, uploadId=upload_id).get_json()["url"]
+    response = send_to(client, "POST", done, data=parts_xml([(1, etag)]))
+    assert response.status_code == 413
+    assert json.loads(response.text)["error"] == (
+        "the parts add up to 11 bytes, over the 10 byte upload limit; the upload was aborted"
+    )
+    with app.app_context():
+        provider = get_provider("s3")
+        assert provider.head(key) is None
+        assert not [u for u in provider.list_multipart_uploads() if u.key == key]
 
 
 def test_companion_routes_refuse_to_go_on_with_a_saved_key(client: FlaskClient) -> None:

@@ -1,7 +1,7 @@
 // The upload page: Uppy's Dashboard, this service's routes, and the user's files.
 //
-// S3, R2 and B2 go through @uppy/aws-s3 in its signRequest mode (POST /P/s3/sign):
-// a single PUT below the multipart threshold, parts above it. Azure goes through
+// S3, R2 and B2 go through @uppy/aws-s3 in its signRequest mode (POST /P/s3/sign),
+// in parts (the service creates and completes them: write-once). Azure goes through
 // the small uploader below, which PUTs to the SAS from /azure/presign-upload, in
 // blocks above the threshold. Every finished upload is recorded with
 // save-metadata; a refusal shows the service's own message on that file.
@@ -74,7 +74,10 @@ function s3Options (provider) {
   return {
     id: 'uploader',
     limit: 3,
-    shouldUseMultipart: (file) => file.size > config.multipartThreshold,
+    // Every file in parts, even one part: the service itself creates and completes
+    // an upload in parts, so nothing handed to the browser can replace it once saved
+    // (Uppy's single PUT carries only Content-Type, so it cannot be made create only).
+    shouldUseMultipart: (file) => file.size > 0,
     getChunkSize: (file) => partSize(file.size),
     generateObjectKey: (file) => {
       requested.set(file.id, file)
