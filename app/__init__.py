@@ -14,6 +14,7 @@ from flask_cors import CORS
 from . import auth, db, error_handlers, migrations, observability, openapi, page, ratelimit, storage
 from .config import PROVIDERS, S3_FAMILY, Settings, load_settings
 from .maintenance import commands as maintenance_commands
+from .maintenance.background import BackgroundSweeper
 from .repository import FileRepository
 from .status import bp as status_bp
 from .uploads.files import FileService
@@ -71,6 +72,16 @@ def register_extensions(app: Flask, settings: Settings) -> None:
     app.extensions["uploads"] = uploads
     app.extensions["multipart"] = MultipartService(uploads, policy, settings.upload_url_expires_seconds)
     app.extensions["files"] = FileService(repo, providers, settings.download_url_expires_seconds)
+    sweeper = BackgroundSweeper(
+        lambda: database.connect_apart("sweeper"),
+        providers,
+        settings.sweep_interval_seconds,
+        settings.sweep_grace_seconds,
+    )
+    app.extensions["sweeper"] = sweeper
+    if sweeper.enabled:
+        # Started by the first request of each process: after a fork, never in a CLI command.
+        app.before_request(sweeper.ensure_started)
 
 
 def register_blueprints(app: Flask) -> None:

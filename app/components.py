@@ -10,6 +10,7 @@ from flask import Flask, current_app
 
 from .config import Settings
 from .db import Database
+from .maintenance.background import BackgroundSweeper
 from .storage import ProviderRegistry, StorageProvider
 from .uploads.files import FileService
 from .uploads.multipart import MultipartService
@@ -49,3 +50,8 @@ def multipart(app: Flask | None = None) -> MultipartService:
 def files(app: Flask | None = None) -> FileService:
     """The saved-files service."""
     return (app or current_app).extensions["files"]  # type: ignore[no-any-return]
+
+
+def sweeper(app: Flask | None = None) -> BackgroundSweeper:
+    """The thread that sweeps abandoned uploads in this process."""
+    return (app or current_app).extensions["sweeper"]  # type: ignore[no-any-return]

@@ -144,7 +144,11 @@ class Settings:
     storage_connect_timeout_seconds: float = 3.0
     storage_read_timeout_seconds: float = 5.0
     storage_max_attempts: int = 3
-    #: the upload page sends files larger than this in parts (S3, R2, B2) or blocks (Azure)
+    #: how often each process sweeps abandoned uploads by itself (0: never; ``flask storage sweep`` only)
+    sweep_interval_seconds: float = 60.0
+    #: how long after its last URL expired an unsaved upload is swept (time left to call save-metadata)
+    sweep_grace_seconds: float = 300.0
+    #: the upload page sends Azure files larger than this in blocks
     page_multipart_threshold_bytes: int = 100 * 1024**2
     #: where the upload page gets a bearer token from (same-site, with cookies); None: pasted
     page_token_url: str | None = None
@@ -564,6 +568,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
             "STORAGE_READ_TIMEOUT_SECONDS", d.storage_read_timeout_seconds, 0.1, 300.0
         ),
         storage_max_attempts=r.integer("STORAGE_MAX_ATTEMPTS", d.storage_max_attempts, 1, 10),
+        sweep_interval_seconds=r.number("SWEEP_INTERVAL_SECONDS", d.sweep_interval_seconds, 0.0, 86_400.0),
+        sweep_grace_seconds=r.number("SWEEP_GRACE_SECONDS", d.sweep_grace_seconds, 0.0, 7 * 86_400.0),
         page_multipart_threshold_bytes=r.integer(
             "UPLOAD_PAGE_MULTIPART_THRESHOLD_BYTES",
             d.page_multipart_threshold_bytes,

@@ -96,11 +96,11 @@ class Database:
                     self._slots = threading.BoundedSemaphore(self._size)
                     self._pid = os.getpid()
 
-    def _connect(self) -> Connection:
-        conn = psycopg2.connect(
+    def _open(self, application_name: str) -> Connection:
+        return psycopg2.connect(
             self._dsn,
             connect_timeout=self._connect_timeout,
-            application_name="upload-service",
+            application_name=application_name,
             # Notice a dead peer (a Neon compute suspended, a failover) in
             # seconds rather than the kernel's two hours.
             keepalives=1,
@@ -108,6 +108,13 @@ class Database:
             keepalives_interval=10,
             keepalives_count=3,
         )
+
+    def connect_apart(self, purpose: str) -> Connection:
+        """Open a connection outside the pool (the background sweep's); the caller closes it."""
+        return self._open(f"upload-service-{purpose}")
+
+    def _connect(self) -> Connection:
+        conn = self._open("upload-service")
         try:
             conn.autocommit = True
             with conn.cursor() as cur:

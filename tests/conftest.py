@@ -19,7 +19,7 @@ from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 
 from app import create_app
-from app.components import get_database
+from app.components import get_database, sweeper
 from app.migrations import apply_migrations
 from app.uploads import recorder as recorder_module
 from devstack.stack import LocalStack
@@ -118,6 +118,8 @@ def app_env(stack: tuple[LocalStack, dict[str, str]], database_url: str) -> dict
         "RATE_LIMIT_SAVE": "100000/minute",
         "RATE_LIMIT_FILES": "100000/minute",
         "RATE_LIMIT_PARTS": "100000/minute",
+        # The tests of sweeping sweep when they choose (tests/integration/test_background_sweep.py).
+        "SWEEP_INTERVAL_SECONDS": "0",
     }
 
 
@@ -142,6 +144,7 @@ def make_app(app_env: dict[str, str]) -> Iterator[Callable[..., Flask]]:
 def close_app(app: Flask) -> None:
     """Write what the app still has queued, stop its writer, close its connections."""
     recorder(app).close(timeout=3)
+    sweeper(app).stop()
     get_database(app).close()
 
 

@@ -58,15 +58,22 @@ def sweep(
     *,
     batch_size: int = BATCH_SIZE,
     keep_swept_seconds: float = KEEP_SWEPT_SECONDS,
+    expired_for: float = 0,
 ) -> SweepReport:
-    """Delete the objects of uploads presigned more than ``older_than`` seconds ago and never saved."""
+    """Delete the objects of uploads presigned more than ``older_than`` seconds ago and never saved.
+
+    Only those whose last URL expired ``expired_for`` seconds ago or more: a
+    client that finished its upload just before the expiry has that long to save.
+    """
     report = SweepReport(
         swept=dict.fromkeys(providers, 0),
         failed=dict.fromkeys(providers, 0),
         aborted=dict.fromkeys(providers, 0),
     )
     while True:
-        claimed = repo.claim_abandoned(list(providers), older_than, batch_size, STALE_CLAIM_SECONDS)
+        claimed = repo.claim_abandoned(
+            list(providers), older_than, batch_size, STALE_CLAIM_SECONDS, expired_for=expired_for
+        )
         for name, keys in _by_provider(claimed).items():
             failed = set(providers[name].delete_many(keys))
             # A failed delete keeps its claim: the next sweep after it goes stale retries it.
@@ -75,7 +82,7 @@ def sweep(
             report.failed[name] += len(failed)
         if len(claimed) < batch_size:
             break
-    _abort_unfinished(repo, providers, older_than, report)
+    _abort_unfinished(repo, providers, older_than, report, expired_for)
     report.forgotten = _forget_swept(repo, providers, keep_swept_seconds, batch_size)
     return report
 
@@ -109,6 +116,7 @@ def _abort_unfinished(
     providers: Mapping[str, StorageProvider],
     older_than: float,
     report: SweepReport,
+    expired_for: float,
 ) -> None:
     """Abort multipart uploads started before the cut-off: their parts cost storage and never show.
 
@@ -124,7 +132,7 @@ def _abort_unfinished(
         except StorageError as exc:
             report.problems.append(f"{name}: could not list multipart uploads: {exc.message}")
             continue
-        live = repo.live_keys(sorted({u.key for u in unfinished}))
+        live = repo.live_keys(sorted({u.key for u in unfinished}), expired_for)
         for upload in unfinished:
             if upload.key in live:
                 continue

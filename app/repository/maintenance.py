@@ -31,7 +31,7 @@ SWEEP_CLAIM = """
         FROM pending_uploads AS c
         WHERE c.saved_at IS NULL
           AND c.created_at < now() - make_interval(secs => %(older_than)s)
-          AND c.expires_at < now()
+          AND c.expires_at < now() - make_interval(secs => %(expired_for)s)
           AND c.provider = ANY(%(providers)s)
           AND (c.sweep_claimed_at IS NULL
                OR (c.swept_at IS NULL AND c.sweep_claimed_at < now() - make_interval(secs => %(stale)s)))
@@ -55,7 +55,7 @@ SWEEP_CLAIM = SWEEP_CLAIM.format(
 # multipart uploads are not aborted.
 SELECT_LIVE_KEYS = """
     SELECT object_key FROM pending_uploads
-    WHERE object_key = ANY(%(keys)s) AND expires_at >= now()
+    WHERE object_key = ANY(%(keys)s) AND expires_at >= now() - make_interval(secs => %(expired_for)s)
 """
 
 MARK_SWEPT = """
@@ -196,22 +196,29 @@ class MaintenanceRepository:
         return bool(self._one(SELECT_ROW_SECURITY_ACTIVE)[0][0])
 
     def claim_abandoned(
-        self, providers: Sequence[str], older_than: float, limit: int, stale_after: float
+        self,
+        providers: Sequence[str],
+        older_than: float,
+        limit: int,
+        stale_after: float,
+        expired_for: float = 0,
     ) -> list[tuple[str, str]]:
-        """Claim up to ``limit`` abandoned uploads; return their (key, provider)."""
+        """Claim up to ``limit`` abandoned uploads whose URL expired ``expired_for`` seconds ago or more."""
         params = {
             "providers": list(providers),
             "older_than": older_than,
             "limit": limit,
             "stale": stale_after,
+            "expired_for": expired_for,
         }
         return [(row[0], row[1]) for row in self._one(SWEEP_CLAIM, params)]
 
-    def live_keys(self, keys: Sequence[str]) -> set[str]:
-        """Return those of ``keys`` whose latest signed URL has not expired yet."""
+    def live_keys(self, keys: Sequence[str], expired_for: float = 0) -> set[str]:
+        """Return those of ``keys`` whose latest signed URL expired less than ``expired_for`` seconds ago."""
         if not keys:
             return set()
-        return {row[0] for row in self._one(SELECT_LIVE_KEYS, {"keys": list(keys)})}
+        params = {"keys": list(keys), "expired_for": expired_for}
+        return {row[0] for row in self._one(SELECT_LIVE_KEYS, params)}
 
     def mark_swept(self, keys: Sequence[str]) -> None:
         """Record that the objects of these claimed keys are deleted."""

@@ -38,6 +38,10 @@ class IssuedUpload:
     file_url: str
 
 
+def _cleaned_up(field: str) -> Gone:
+    return Gone(f"{field}'s upload was cleaned up (abandoned, or refused at save); presign the file again")
+
+
 def _owned_row(row: StoredFile | None, user_id: str, field: str) -> StoredFile:
     """Return a saved row of ``user_id``'s, or refuse one that is someone else's (or hidden by RLS)."""
     if row is None or row.user_id != user_id:
@@ -185,9 +189,7 @@ class UploadService:
                 "presign a new file to upload again"
             )
         if state.cleaned_up:
-            raise Gone(
-                f"{field}'s upload was cleaned up (abandoned, or refused at save); presign the file again"
-            )
+            raise _cleaned_up(field)
 
     def save_upload(
         self, provider_name: str | None, user_id: str, wanted: SaveRequest, fallback_provider: str = "s3"
@@ -228,7 +230,7 @@ class UploadService:
         existing = self._repo.find_file(provider.name, key, user_id)
         if existing is not None:
             return _owned_row(existing, user_id, wanted.field), False
-        info = self._head(provider, key)
+        info = self._head(provider, user_id, wanted)
         problem: ApiError | None = self._policy.problem_with_stored(
             size=info.size, content_type=info.content_type, public=provider.public_read
         )
@@ -286,7 +288,7 @@ class UploadService:
             if existing is not None:
                 return _owned_row(existing, user_id, field), False
 
-        info = self._head(provider, key)
+        info = self._head(provider, user_id, wanted)
         # Azure SAS cannot bind size or type, and a client may skip fileSize:
         # what the signature could not enforce is enforced here, before any row.
         problem = self._policy.problem_with_upload(
@@ -300,12 +302,14 @@ class UploadService:
             return self._refuse(provider, user_id, wanted, problem)
         return self._record(provider, user_id, wanted, pending.file_name, info)
 
-    @staticmethod
-    def _head(provider: StorageProvider, key: str) -> ObjectInfo:
-        info = provider.head(key)
+    def _head(self, provider: StorageProvider, user_id: str, wanted: SaveRequest) -> ObjectInfo:
+        info = provider.head(wanted.key)
         if info is None:
+            # No object: never uploaded, or swept. Which one is worth a read on this path only.
+            if self._repo.key_state(provider.name, wanted.key, user_id).cleaned_up:
+                raise _cleaned_up(wanted.field)
             raise NotFound(
-                f"no object {key!r} in {provider.name} storage: PUT the file to presignedUrl first"
+                f"no object {wanted.key!r} in {provider.name} storage: PUT the file to presignedUrl first"
             )
         return info
 
