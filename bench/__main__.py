@@ -330,6 +330,8 @@ def print_table(workload: Workload) -> dict[str, Any]:
         ratios["ours/baseline"] = ours.rps / medians["baseline"].rps
     if ours and "ceiling" in medians:
         ratios["ours/ceiling"] = ours.rps / medians["ceiling"].rps
+    if ours and "write-once" in medians:
+        ratios["write-once/ours"] = medians["write-once"].rps / ours.rps
     if ratios:
         print("  " + "   ".join(f"{k}: {v:.2f}x" for k, v in ratios.items()))
     return {
@@ -414,10 +416,12 @@ def main(argv: list[str] | None = None) -> int:
         conn, sec = args.connections, args.seconds
         for round_number in range(1, args.rounds + 1):
             print(f"round {round_number}/{args.rounds} ...", flush=True)
-            for name in ("ours", "baseline", "ceiling") if "presign" in chosen else ():
-                server = next(s for s in servers if s.name == name)
-                path = "/echo" if name == "ceiling" else "/presign-upload"
-                wrk_env = {"BODY": BODY, "TOKEN": tokens.get(name) or ""}
+            for name in ("ours", "write-once", "baseline", "ceiling") if "presign" in chosen else ():
+                # write-once: ours on its own route, /s3/presign-upload, which signs If-None-Match: *
+                # (the guides' /presign-upload keeps the guides' PUT): the condition's cost, side by side.
+                server = next(s for s in servers if s.name == ("ours" if name == "write-once" else name))
+                path = {"ceiling": "/echo", "write-once": "/s3/presign-upload"}.get(name, "/presign-upload")
+                wrk_env = {"BODY": BODY, "TOKEN": tokens.get(server.name) or ""}
                 sample = wrk(server.base + path, "post_json.lua", wrk_env, sec, conn, args.wrk_threads)
                 presign.samples.setdefault(name, []).append(sample)
             for name in ("ours", "baseline") if "save" in chosen else ():

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import quote
 
+from azure.core import MatchConditions
 from azure.core.exceptions import (
     AzureError,
     HttpResponseError,
     ResourceExistsError,
+    ResourceModifiedError,
     ResourceNotFoundError,
     ServiceRequestError,
     ServiceResponseError,
@@ -35,6 +39,7 @@ from .base import (
     CORS_METHODS,
     CorsRule,
     ListedObject,
+    ObjectChanged,
     ObjectInfo,
     PresignedUpload,
     StorageError,
@@ -48,6 +53,18 @@ log = logging.getLogger(__name__)
 # A large upload's SAS must outlast the upload itself: sized for 2 Mbit/s.
 SLOW_LINK_BYTES_PER_SECOND = 256 * 1024
 MAX_SAS_SECONDS = 7 * 24 * 3600
+# A SAS that uploads blocks needs ``w``, which also allows another Put Blob,
+# Set Blob Properties and Lease Blob: it is signed for this staging name, and
+# save-metadata copies the committed blob to its key (create only), which no
+# SAS the service hands out covers. The prefix is not one a key can start with.
+STAGING_PREFIX = ".staging/"
+# How long save-metadata waits for Azure to finish copying a staged blob into place.
+PROMOTE_WAIT_SECONDS = 20.0
+
+
+def staging_name(key: str) -> str:
+    """The blob an upload of ``key`` in blocks writes to, until save-metadata promotes it."""
+    return STAGING_PREFIX + key
 
 
 def _split(value: str | list[str] | None) -> list[str]:
@@ -66,6 +83,8 @@ class AzureBlobProvider(StorageProvider):
     # single Put Blob takes at most 5,000 MiB, so larger files go in blocks.
     max_single_upload_bytes = 50_000 * 4000 * 1024**2
     max_one_request_bytes = 5000 * 1024**2
+    # Uploads in blocks land under staging_name(key) until save-metadata promotes them.
+    stages_uploads = True
 
     def __init__(
         self,
@@ -141,9 +160,10 @@ class AzureBlobProvider(StorageProvider):
             expires_in = max(expires_in, math.ceil(content_length / SLOW_LINK_BYTES_PER_SECOND))
         expires_at = datetime.now(UTC) + timedelta(seconds=min(expires_in, MAX_SAS_SECONDS))
         permission = BlobSasPermissions(create=True, write=not in_one_request)
-        sas = self._sas(key, permission, expires_at)
+        blob = key if in_one_request else staging_name(key)
+        sas = self._sas(blob, permission, expires_at)
         return PresignedUpload(
-            url=f"{self.object_url(key)}?{sas}",
+            url=f"{self.object_url(blob)}?{sas}",
             method="PUT",
             headers={"Content-Type": content_type, "x-ms-blob-type": "BlockBlob"},
             expires_at=expires_at,
@@ -172,6 +192,9 @@ class AzureBlobProvider(StorageProvider):
                 props = self._container.get_blob_client(key).get_blob_properties()
             except ResourceNotFoundError:
                 return None
+        if props.copy is not None and props.copy.status == "pending":
+            # A promotion (``promote``) still under way: not yet what was checked.
+            raise StorageTimeout("azure is still copying the upload into place; call save-metadata again")
         etag = props.etag
         return ObjectInfo(
             size=int(props.size),
@@ -179,10 +202,63 @@ class AzureBlobProvider(StorageProvider):
             etag=etag.strip('"') if etag else None,
         )
 
+    def head_staged(self, key: str) -> ObjectInfo | None:
+        """Read the staged blob of an upload of ``key`` in blocks; ``None`` when there is none."""
+        return self.head(staging_name(key))
+
+    def promote(self, key: str, checked: ObjectInfo) -> ObjectInfo:
+        """Copy the staged blob to ``key`` if ``key`` is free and the staged blob is still ``checked``.
+
+        Copy Blob within one account, with ``If-None-Match: *`` on the target
+        (a racing save promoted it first: keep that) and ``x-ms-source-if-match``
+        on the source (written again after the check: ``ObjectChanged``). Then
+        the staged blob is deleted; the SAS can only recreate it, never touch ``key``.
+        """
+        source = self._container.get_blob_client(staging_name(key))
+        target = self._container.get_blob_client(key)
+        with self._translate_errors("copy"):
+            try:
+                copy = target.start_copy_from_url(
+                    source.url,
+                    source_etag=f'"{checked.etag}"',
+                    source_match_condition=MatchConditions.IfNotModified,
+                    match_condition=MatchConditions.IfMissing,
+                )
+            except (ResourceExistsError, ResourceNotFoundError):
+                # Promoted by a racing save: the key is there (409), or the staged blob
+                # it copied from is already deleted (404). What the key holds is answered.
+                copy = None
+            except ResourceModifiedError:
+                raise ObjectChanged("the staged upload was written again after it was checked") from None
+            if copy is not None:
+                self._wait_for_copy(target, str(copy.get("copy_status") or "") or None)
+        self._delete_blob(staging_name(key))
+        info = self.head(key)
+        if info is None:
+            raise StorageError("azure lost the promoted blob, try again")
+        return info
+
+    def _wait_for_copy(self, target: Any, status: str | None) -> None:
+        # Within one account Azure usually copies at once; a large blob may take a while.
+        deadline = time.monotonic() + PROMOTE_WAIT_SECONDS
+        delay = 0.05
+        while status == "pending":
+            if time.monotonic() > deadline:
+                raise StorageTimeout("azure is still copying the upload into place; call save-metadata again")
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+            status = target.get_blob_properties().copy.status
+        if status not in (None, "success"):
+            raise StorageError(f"azure could not copy the upload into place ({status}), try again")
+
     def delete(self, key: str) -> None:
-        """Delete the blob and its snapshots; a missing blob is fine."""
+        """Delete the blob, its snapshots and its staged upload; missing ones are fine."""
+        self._delete_blob(key)
+        self._delete_blob(staging_name(key))
+
+    def _delete_blob(self, name: str) -> None:
         with self._translate_errors("delete"), suppress(ResourceNotFoundError):
-            self._container.delete_blob(key, delete_snapshots="include")
+            self._container.delete_blob(name, delete_snapshots="include")
 
     def ensure_bucket(self) -> bool:
         """Create the container if it is missing."""

@@ -105,6 +105,10 @@ class ObjectExists(StorageRefused):
     """A create-only write found an object already under the key (412)."""
 
 
+class ObjectChanged(StorageRefused):
+    """The object was written again after it was checked (a conditional copy found another ETag)."""
+
+
 class StorageTimeout(StorageError):
     """The provider did not answer in time."""
 
@@ -126,6 +130,8 @@ class StorageProvider(ABC):
     public_read: bool = False
     #: a ``create_only`` upload URL is refused by the storage once ``key`` exists
     write_once: bool = False
+    #: some uploads land under another name until save-metadata promotes them (``head_staged``)
+    stages_uploads: bool = False
 
     @abstractmethod
     def presign_upload(
@@ -185,7 +191,24 @@ class StorageProvider(ABC):
 
     @abstractmethod
     def delete(self, key: str) -> None:
-        """Delete ``key``; deleting a missing object is not an error."""
+        """Delete ``key`` (and its staged upload, where there is one); a missing object is not an error."""
+
+    def head_staged(self, key: str) -> ObjectInfo | None:
+        """Describe the upload of ``key`` staged under another name, if the provider stages one.
+
+        A provider whose upload URLs can rewrite what they uploaded (an Azure
+        SAS for blocks) has them write elsewhere; save-metadata checks the
+        staged object and then ``promote``s it to ``key``, which no URL reaches.
+        """
+        return None
+
+    def promote(self, key: str, checked: ObjectInfo) -> ObjectInfo:
+        """Copy the staged upload of ``key`` to ``key``, create only and only if it is still ``checked``.
+
+        Returns what ``key`` now holds; ``ObjectChanged`` when the staged
+        object was written again after it was checked.
+        """
+        raise NotImplementedError(f"{self.name} does not stage uploads")
 
     def delete_many(self, keys: Sequence[str]) -> list[str]:
         """Delete ``keys``; return those that could not be deleted (missing ones are deleted)."""

@@ -20,6 +20,7 @@ from ..errors import (
 )
 from ..repository import AbandonedUpload, FileRepository, NewFile, PendingUpload, StoredFile
 from ..storage import ObjectInfo, PresignedUpload, ProviderRegistry, StorageError, StorageProvider
+from ..storage.base import ObjectChanged
 from .keys import KeySigner
 from .policy import UploadPolicy, normalize_media_type
 from .recorder import PendingRecorder
@@ -230,7 +231,7 @@ class UploadService:
         existing = self._repo.find_file(provider.name, key, user_id)
         if existing is not None:
             return _owned_row(existing, user_id, wanted.field), False
-        info = self._head(provider, user_id, wanted)
+        info, staged = self._head(provider, user_id, wanted)
         problem: ApiError | None = self._policy.problem_with_stored(
             size=info.size, content_type=info.content_type, public=provider.public_read
         )
@@ -242,6 +243,8 @@ class UploadService:
             )
         if problem is not None:
             return self._refuse(provider, user_id, wanted, problem)
+        if staged:
+            info = self._promote(provider, wanted, info)
         return self._record(provider, user_id, wanted, key.split("-", 1)[1], info)
 
     def _refuse(
@@ -288,7 +291,7 @@ class UploadService:
             if existing is not None:
                 return _owned_row(existing, user_id, field), False
 
-        info = self._head(provider, user_id, wanted)
+        info, staged = self._head(provider, user_id, wanted)
         # Azure SAS cannot bind size or type, and a client may skip fileSize:
         # what the signature could not enforce is enforced here, before any row.
         problem = self._policy.problem_with_upload(
@@ -300,18 +303,39 @@ class UploadService:
         )
         if problem is not None:
             return self._refuse(provider, user_id, wanted, problem)
+        if staged:
+            info = self._promote(provider, wanted, info)
         return self._record(provider, user_id, wanted, pending.file_name, info)
 
-    def _head(self, provider: StorageProvider, user_id: str, wanted: SaveRequest) -> ObjectInfo:
+    @staticmethod
+    def _promote(provider: StorageProvider, wanted: SaveRequest, checked: ObjectInfo) -> ObjectInfo:
+        """Move a checked, staged upload to its key, where no upload URL reaches; return what is there."""
+        try:
+            return provider.promote(wanted.key, checked)
+        except ObjectChanged:
+            raise Conflict(
+                f"{wanted.field}'s upload was written again while it was being checked; "
+                "call save-metadata again once it is finished"
+            ) from None
+
+    def _head(self, provider: StorageProvider, user_id: str, wanted: SaveRequest) -> tuple[ObjectInfo, bool]:
+        """What arrived for the key, and whether it is staged (promoted to the key once checked)."""
         info = provider.head(wanted.key)
-        if info is None:
-            # No object: never uploaded, or swept. Which one is worth a read on this path only.
-            if self._repo.key_state(provider.name, wanted.key, user_id).cleaned_up:
-                raise _cleaned_up(wanted.field)
-            raise NotFound(
-                f"no object {wanted.key!r} in {provider.name} storage: PUT the file to presignedUrl first"
-            )
-        return info
+        if info is not None:
+            return info, False
+        staged = provider.head_staged(wanted.key)
+        if staged is not None:
+            return staged, True
+        # A racing save may have promoted the staged upload between the two reads.
+        info = provider.head(wanted.key) if provider.stages_uploads else None
+        if info is not None:
+            return info, False
+        # No object: never uploaded, or swept. Which one is worth a read on this path only.
+        if self._repo.key_state(provider.name, wanted.key, user_id).cleaned_up:
+            raise _cleaned_up(wanted.field)
+        raise NotFound(
+            f"no object {wanted.key!r} in {provider.name} storage: PUT the file to presignedUrl first"
+        )
 
     def _record(
         self, provider: StorageProvider, user_id: str, wanted: SaveRequest, file_name: str, info: ObjectInfo

@@ -393,10 +393,12 @@ def test_a_saved_file_replaced_through_its_sas_is_downloaded_with_the_type_recor
     presigned = presign(client, "azure", "photo.png", "image/png", file_size=4)
     assert put(presigned, b"\x89PNG").status_code == 201
     saved = save(client, "azure", presigned["objectKey"]).get_json()["file"]
-    # The SAS is replayed with an HTML page: the link still serves what was checked, as a PNG.
+    # The SAS is replayed with an HTML page: it only reaches the staging blob (the saved one
+    # was promoted out of its reach), and the link serves what was checked, as a PNG.
     assert put(presigned, b"<script>alert(1)</script>", **{"Content-Type": "text/html"}).status_code == 201
     got = requests.get(saved["downloadUrl"], timeout=30)
     assert got.headers["Content-Type"] == "image/png"
+    assert got.content == b"\x89PNG"
 
 
 @pytest.mark.parametrize("provider", ["s3", "r2", "b2"])

@@ -58,7 +58,13 @@ def seed(app: Flask, provider: str, db: psycopg2.extensions.connection) -> dict[
     client = app.test_client()
     kept = upload(client, provider, b"kept", "kept.txt")
     lost = upload(client, provider, b"lost", "lost.txt")
-    orphan = presign(client, provider, "orphan.txt", "text/plain", file_size=6)
+    if provider == "azure":
+        # In one Put Blob, so the orphan is at its key (an upload in blocks would be a staging
+        # blob, .staging/<key>: an orphan too, under that name).
+        body = {"fileName": "orphan.txt", "contentType": "text/plain", "fileSize": 6, "singlePut": True}
+        orphan = client.post("/azure/presign-upload", json=body).get_json()
+    else:
+        orphan = presign(client, provider, "orphan.txt", "text/plain", file_size=6)
     assert put(orphan, b"orphan").status_code in (200, 201)
     assert recorder(app).flush()
     with db.cursor() as cur:  # as if the worker that presigned it had crashed
@@ -111,10 +117,14 @@ def test_reconcile_fix_deletes_orphans_and_removes_rows_whose_object_is_gone(
     # Its owner deleting it now is told it is gone (204), as after any delete.
     client = isolated.test_client()
     assert client.delete(f"/{provider}/files/{seeded['lost_id']}").status_code == 204
-    # The orphan is gone: a late save of it finds no object and records nothing.
+    # The orphan is gone: a late save of it is told so (410), as it would be had its HEAD
+    # come before the delete (the claim refuses it), and records nothing.
     late = client.post(f"/{provider}/save-metadata", json={"objectKey": seeded["orphan"]})
-    assert late.status_code == 404
-    with db.cursor() as cur:  # and had its HEAD come before the delete, the claim refuses it (410)
+    assert late.status_code == 410
+    assert late.get_json()["error"] == (
+        "objectKey's upload was cleaned up (abandoned, or refused at save); presign the file again"
+    )
+    with db.cursor() as cur:
         cur.execute("SELECT sweep_claimed_at IS NOT NULL FROM pending_uploads WHERE object_key = %s",
                     (seeded["orphan"],))  # fmt: skip
         assert cur.fetchone() == (True,)

@@ -319,18 +319,87 @@ def test_the_azure_guides_sas_creates_the_blob_once_and_can_do_nothing_else(
     assert stored is not None and (stored.size, stored.content_type) == (len(ORIGINAL), "image/png")
 
 
-def test_the_services_own_azure_sas_still_takes_blocks(app: Flask, client: FlaskClient) -> None:
-    from azure.storage.blob import BlobClient
+def upload_in_blocks(sas_url: str, data: bytes, content_type: str) -> None:
+    from azure.storage.blob import BlobClient, ContentSettings
 
-    presigned = presign(client, "azure", "big.bin", "application/octet-stream", file_size=len(ORIGINAL))
-    assert "sp=cw&" in presigned["sasUrl"]
-    # Proven at the storage, not by the URL's text: a block and its list go through.
-    blob = BlobClient.from_blob_url(presigned["sasUrl"])
-    blob.stage_block("MDAwMDAw", ORIGINAL)
-    blob.commit_block_list(["MDAwMDAw"])
+    blob = BlobClient.from_blob_url(sas_url)
+    blob.stage_block("MDAwMDAw", data)
+    blob.commit_block_list(["MDAwMDAw"], content_settings=ContentSettings(content_type=content_type))
+
+
+def test_an_azure_upload_in_blocks_is_promoted_at_save_where_its_sas_cannot_reach(
+    app: Flask, client: FlaskClient, db: Any
+) -> None:
+    from azure.core.exceptions import HttpResponseError
+    from azure.storage.blob import BlobClient, ContentSettings
+
+    presigned = presign(client, "azure", "a.png", "image/png", file_size=len(ORIGINAL))
+    key = presigned["objectKey"]
+    # Blocks need "w", which would also allow a second Put Blob, properties and a lease: the SAS
+    # is for a staging blob, never for the key. Proven at the storage: the blocks go through.
+    assert "sp=cw&" in presigned["sasUrl"] and f"/.staging/{key}?" in presigned["sasUrl"]
+    upload_in_blocks(presigned["sasUrl"], ORIGINAL, "image/png")
     with app.app_context():
-        stored = get_provider("azure").head(presigned["objectKey"])
-    assert stored is not None and stored.size == len(ORIGINAL)
+        storage = get_provider("azure")
+        assert storage.head(key) is None and storage.head_staged(key) is not None
+        saved = save(client, "azure", key)
+        assert saved.status_code == 201, saved.get_json()
+        # Promoted: the key holds what was checked, and the staging blob is gone.
+        stored = storage.head(key)
+        assert stored is not None and (stored.size, stored.content_type) == (len(ORIGINAL), "image/png")
+        assert storage.head_staged(key) is None
+    [row] = rows(db, "azure")
+    assert (row["size_bytes"], row["etag"]) == (stored.size, stored.etag)
+
+    # Every use of the SAS after the save: at most a new staging blob, never the saved one.
+    guide_put = {"Content-Type": "text/html", "x-ms-blob-type": "BlockBlob"}
+    assert requests.put(presigned["sasUrl"], data=REPLACEMENT, headers=guide_put, timeout=10).ok
+    sas = presigned["sasUrl"].split("?", 1)[1]
+    on_the_key = BlobClient.from_blob_url(f"{presigned['fileUrl']}?{sas}")
+    for attempt in (
+        lambda: on_the_key.upload_blob(REPLACEMENT, overwrite=True),
+        lambda: on_the_key.acquire_lease(lease_duration=-1),
+        lambda: on_the_key.set_http_headers(ContentSettings(content_type="image/svg+xml")),
+        lambda: on_the_key.stage_block("MDAwMDAw", REPLACEMENT),
+    ):
+        with pytest.raises(HttpResponseError) as refused:
+            attempt()
+        assert refused.value.status_code == 403
+    again = save(client, "azure", key)
+    assert again.status_code == 200 and again.get_json()["file"]["size"] == len(ORIGINAL)
+    download = client.get(f"/azure/files/{row['id']}").get_json()["file"]["downloadUrl"]
+    assert requests.get(download, timeout=10).content == ORIGINAL
+
+
+def test_a_staged_blob_written_again_after_its_check_is_not_promoted(app: Flask, client: FlaskClient) -> None:
+    from app.storage.base import ObjectChanged
+
+    presigned = presign(client, "azure", "a.bin", "application/octet-stream")
+    upload_in_blocks(presigned["sasUrl"], ORIGINAL, "application/octet-stream")
+    key = presigned["objectKey"]
+    with app.app_context():
+        storage = get_provider("azure")
+        checked = storage.head_staged(key)
+        assert checked is not None
+        upload_in_blocks(presigned["sasUrl"], REPLACEMENT + b" and more", "application/octet-stream")
+        with pytest.raises(ObjectChanged):
+            storage.promote(key, checked)
+        assert storage.head(key) is None
+
+
+def test_an_azure_upload_in_blocks_refused_at_save_is_deleted_from_staging(
+    make_app: Callable[..., Flask],
+) -> None:
+    app = make_app(ALLOWED_CONTENT_TYPES="image/*")
+    client = app.test_client()
+    presigned = presign(client, "azure", "a.png", "image/png")
+    upload_in_blocks(presigned["sasUrl"], b"<script>alert(1)</script>", "text/html")
+    refused = save(client, "azure", presigned["objectKey"])
+    assert refused.status_code == 415, refused.get_json()
+    with app.app_context():
+        storage = get_provider("azure")
+        assert storage.head(presigned["objectKey"]) is None
+        assert storage.head_staged(presigned["objectKey"]) is None
 
 
 @pytest.mark.parametrize("provider", ["s3", "r2"])

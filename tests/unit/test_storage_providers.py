@@ -91,15 +91,19 @@ def test_azure_sas_is_https_only_on_a_real_account() -> None:
     settings = load_settings(env).providers["azure"]
     assert isinstance(settings, AzureSettings)
     provider = AzureBlobProvider(settings)
-    upload = provider.presign_upload("k é.txt", "text/plain", None, 300)
+    upload = provider.presign_upload("k é.txt", "text/plain", None, 300, in_one_request=True)
     url = urlsplit(upload.url)
     assert url.scheme == "https"
     assert url.netloc == "acct.blob.core.windows.net"
     assert url.path == "/uploads/k%20%C3%A9.txt"
+    # Blocks go to the staging blob that save-metadata promotes to the key.
+    in_blocks = urlsplit(provider.presign_upload("k é.txt", "text/plain", None, 300).url)
+    assert in_blocks.path == "/uploads/.staging/k%20%C3%A9.txt"
     query = parse_qs(url.query)
     assert query["spr"] == ["https"]
-    assert query["sp"] == ["cw"]
+    assert query["sp"] == ["c"]
     assert query["sr"] == ["b"]
+    assert parse_qs(in_blocks.query)["sp"] == ["cw"]
     assert upload.headers == {"Content-Type": "text/plain", "x-ms-blob-type": "BlockBlob"}
 
 
