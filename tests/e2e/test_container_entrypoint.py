@@ -53,7 +53,8 @@ def wait_ready(base: str, proc: subprocess.Popen[bytes], log_path: Path) -> None
         try:
             if requests.get(f"{base}/healthz", timeout=1).ok:
                 return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):
+            # Not listening yet, or listening while its workers still start (a loaded machine).
             time.sleep(0.2)
     raise AssertionError("service did not start")
 

@@ -48,7 +48,7 @@ def test_dev_stack_serves_the_upload_flow_and_stops_everything_on_sigterm(tmp_pa
             try:
                 if requests.get(f"{base}/providers", timeout=1).ok:
                     break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
                 time.sleep(0.5)
         providers = requests.get(f"{base}/providers", timeout=5).json()["providers"]
         assert [p["name"] for p in providers] == ["s3", "r2", "b2", "azure"]
