@@ -77,6 +77,7 @@ def register_extensions(app: Flask, settings: Settings) -> None:
         providers,
         settings.sweep_interval_seconds,
         settings.sweep_grace_seconds,
+        settings.upload_url_expires_seconds,
     )
     app.extensions["sweeper"] = sweeper
     if sweeper.enabled:

@@ -109,9 +109,21 @@ class Database:
             keepalives_count=3,
         )
 
-    def connect_apart(self, purpose: str) -> Connection:
-        """Open a connection outside the pool (the background sweep's); the caller closes it."""
-        return self._open(f"upload-service-{purpose}")
+    def connect_apart(self, purpose: str, statement_timeout_ms: int = 60_000) -> Connection:
+        """Open a connection outside the pool (the background sweep's); the caller closes it.
+
+        Its statements and lock waits are bounded, so one that hangs fails the
+        round instead of stopping that work for good.
+        """
+        conn = self._open(f"upload-service-{purpose}")
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute("SET statement_timeout = %s", (statement_timeout_ms,))
+                cur.execute("SET lock_timeout = %s", (statement_timeout_ms,))
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def _connect(self) -> Connection:
         conn = self._open("upload-service")

@@ -10,8 +10,9 @@ sweeping at once is safe by the sweep's own claim protocol (``sweep.py``).
 
 The thread opens a connection of its own for each round (never one of the
 request pool) and closes it after, so it holds nothing between rounds; a
-round that fails (database or storage down) is logged and the next one
-tries again.
+round that fails (database or storage down, a statement over its timeout) is
+logged and the next one tries again. It aborts only multipart uploads under
+keys this service issued, started more than a URL's lifetime plus the grace ago.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from psycopg2.extensions import connection as Connection
 
 from ..repository import MaintenanceRepository
 from ..storage import StorageProvider
+from ..uploads.keys import KeySigner
 from .sweep import SweepReport, sweep
 
 log = logging.getLogger(__name__)
@@ -42,11 +44,16 @@ class BackgroundSweeper:
         providers: Mapping[str, StorageProvider],
         interval: float,
         grace: float,
+        url_seconds: float,
     ):
         self._connect = connect
         self._providers = providers
         self._interval = interval
         self._grace = grace
+        # A multipart upload younger than a URL's lifetime plus the grace is left alone
+        # whatever its record says: the record may not be written yet (the recorder
+        # writes behind the answer), and the browser may be about to send its parts.
+        self._older_than = url_seconds + grace
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -84,7 +91,9 @@ class BackgroundSweeper:
             repo = MaintenanceRepository(conn)
             if repo.row_security_hides_rows():
                 return None
-            return sweep(repo, self._providers, 0, expired_for=self._grace)
+            return sweep(
+                repo, self._providers, self._older_than, expired_for=self._grace, ours=KeySigner.is_tagged
+            )
         finally:
             conn.close()
 

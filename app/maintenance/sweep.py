@@ -13,7 +13,7 @@ more; a save meeting the claim in between deletes the object itself (410).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -59,11 +59,14 @@ def sweep(
     batch_size: int = BATCH_SIZE,
     keep_swept_seconds: float = KEEP_SWEPT_SECONDS,
     expired_for: float = 0,
+    ours: Callable[[str], bool] | None = None,
 ) -> SweepReport:
     """Delete the objects of uploads presigned more than ``older_than`` seconds ago and never saved.
 
     Only those whose last URL expired ``expired_for`` seconds ago or more: a
     client that finished its upload just before the expiry has that long to save.
+    ``ours``, when given, says which keys' unfinished multipart uploads may be
+    aborted (the service's own: a shared bucket has other writers).
     """
     report = SweepReport(
         swept=dict.fromkeys(providers, 0),
@@ -82,7 +85,7 @@ def sweep(
             report.failed[name] += len(failed)
         if len(claimed) < batch_size:
             break
-    _abort_unfinished(repo, providers, older_than, report, expired_for)
+    _abort_unfinished(repo, providers, older_than, report, expired_for, ours)
     report.forgotten = _forget_swept(repo, providers, keep_swept_seconds, batch_size)
     return report
 
@@ -117,6 +120,7 @@ def _abort_unfinished(
     older_than: float,
     report: SweepReport,
     expired_for: float,
+    ours: Callable[[str], bool] | None,
 ) -> None:
     """Abort multipart uploads started before the cut-off: their parts cost storage and never show.
 
@@ -128,7 +132,11 @@ def _abort_unfinished(
         if not isinstance(provider, MultipartProvider):
             continue  # Azure: uncommitted blocks expire on their own after a week
         try:
-            unfinished = [u for u in provider.list_multipart_uploads() if u.initiated < cutoff]
+            unfinished = [
+                u
+                for u in provider.list_multipart_uploads()
+                if u.initiated < cutoff and (ours is None or ours(u.key))
+            ]
         except StorageError as exc:
             report.problems.append(f"{name}: could not list multipart uploads: {exc.message}")
             continue

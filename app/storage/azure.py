@@ -16,12 +16,12 @@ from azure.core.exceptions import (
     AzureError,
     HttpResponseError,
     ResourceExistsError,
-    ResourceModifiedError,
     ResourceNotFoundError,
     ServiceRequestError,
     ServiceResponseError,
 )
 from azure.storage.blob import (
+    BlobLeaseClient,
     BlobSasPermissions,
     BlobServiceClient,
     ExponentialRetry,
@@ -37,6 +37,7 @@ from .base import (
     CORS_EXPOSED_HEADERS,
     CORS_MAX_AGE_SECONDS,
     CORS_METHODS,
+    SLOW_LINK_BYTES_PER_SECOND,
     CorsRule,
     ListedObject,
     ObjectChanged,
@@ -50,8 +51,6 @@ from .base import (
 
 log = logging.getLogger(__name__)
 
-# A large upload's SAS must outlast the upload itself: sized for 2 Mbit/s.
-SLOW_LINK_BYTES_PER_SECOND = 256 * 1024
 MAX_SAS_SECONDS = 7 * 24 * 3600
 # A SAS that uploads blocks needs ``w``, which also allows another Put Blob,
 # Set Blob Properties and Lease Blob: it is signed for this staging name, and
@@ -59,7 +58,11 @@ MAX_SAS_SECONDS = 7 * 24 * 3600
 # SAS the service hands out covers. The prefix is not one a key can start with.
 STAGING_PREFIX = ".staging/"
 # How long save-metadata waits for Azure to finish copying a staged blob into place.
-PROMOTE_WAIT_SECONDS = 20.0
+PROMOTE_WAIT_SECONDS = 10.0
+
+
+# What Copy Blob answers when a racing save already promoted the blob.
+_RACED_COPY_CODES = ("TargetConditionNotMet", "BlobAlreadyExists", "BlobNotFound", "CannotVerifyCopySource")
 
 
 def staging_name(key: str) -> str:
@@ -195,6 +198,8 @@ class AzureBlobProvider(StorageProvider):
         if props.copy is not None and props.copy.status == "pending":
             # A promotion (``promote``) still under way: not yet what was checked.
             raise StorageTimeout("azure is still copying the upload into place; call save-metadata again")
+        if props.copy is not None and props.copy.status in ("failed", "aborted"):
+            return None  # what a failed promotion left is not an object
         etag = props.etag
         return ObjectInfo(
             size=int(props.size),
@@ -211,8 +216,9 @@ class AzureBlobProvider(StorageProvider):
 
         Copy Blob within one account, with ``If-None-Match: *`` on the target
         (a racing save promoted it first: keep that) and ``x-ms-source-if-match``
-        on the source (written again after the check: ``ObjectChanged``). Then
-        the staged blob is deleted; the SAS can only recreate it, never touch ``key``.
+        on the source (written again after the check: ``ObjectChanged``). Only
+        once the key holds the blob is the staged one deleted; the SAS can only
+        recreate it, never touch ``key``.
         """
         source = self._container.get_blob_client(staging_name(key))
         target = self._container.get_blob_client(key)
@@ -224,18 +230,26 @@ class AzureBlobProvider(StorageProvider):
                     source_match_condition=MatchConditions.IfNotModified,
                     match_condition=MatchConditions.IfMissing,
                 )
-            except (ResourceExistsError, ResourceNotFoundError):
-                # Promoted by a racing save: the key is there (409), or the staged blob
-                # it copied from is already deleted (404). What the key holds is answered.
-                copy = None
-            except ResourceModifiedError:
-                raise ObjectChanged("the staged upload was written again after it was checked") from None
-            if copy is not None:
                 self._wait_for_copy(target, str(copy.get("copy_status") or "") or None)
-        self._delete_blob(staging_name(key))
+            except HttpResponseError as exc:
+                code = getattr(exc, "error_code", None)
+                # Azure says which condition failed (SourceConditionNotMet, TargetConditionNotMet);
+                # Azurite and older versions say ConditionNotMet or BlobAlreadyExists.
+                if code == "SourceConditionNotMet" or (code == "ConditionNotMet" and exc.status_code == 412):
+                    raise ObjectChanged("the staged upload was written again after it was checked") from None
+                if code not in _RACED_COPY_CODES:
+                    raise
+                # Promoted by a racing save: the key is there, or the staged blob it
+                # copied from is gone already. What the key holds is the answer (if it
+                # holds nothing, nothing was deleted and the save is refused below).
         info = self.head(key)
         if info is None:
-            raise StorageError("azure lost the promoted blob, try again")
+            raise StorageError("azure could not copy the upload into place, try again")
+        try:
+            self._delete_blob(staging_name(key))
+        except StorageError:
+            # The key holds what was checked; a staging blob left over is an orphan for reconcile.
+            log.warning("azure: the staging blob of a promoted upload could not be deleted")
         return info
 
     def _wait_for_copy(self, target: Any, status: str | None) -> None:
@@ -257,8 +271,17 @@ class AzureBlobProvider(StorageProvider):
         self._delete_blob(staging_name(key))
 
     def _delete_blob(self, name: str) -> None:
+        blob = self._container.get_blob_client(name)
         with self._translate_errors("delete"), suppress(ResourceNotFoundError):
-            self._container.delete_blob(name, delete_snapshots="include")
+            try:
+                blob.delete_blob(delete_snapshots="include")
+            except HttpResponseError as exc:
+                if getattr(exc, "error_code", None) != "LeaseIdMissing":
+                    raise
+                # A lease taken through an upload SAS (``w`` allows Lease Blob) must
+                # not keep the blob forever: the account key breaks it at once.
+                BlobLeaseClient(blob).break_lease(lease_break_period=0)
+                blob.delete_blob(delete_snapshots="include")
 
     def ensure_bucket(self) -> bool:
         """Create the container if it is missing."""

@@ -13,6 +13,11 @@ from datetime import datetime
 
 from ..errors import ApiError
 
+# How fast the slowest client we plan for uploads (2 Mbit/s): a URL for a large
+# file lives long enough for it (Azure's SAS), and nothing sweeps an upload
+# that may still be landing at that speed.
+SLOW_LINK_BYTES_PER_SECOND = 256 * 1024
+
 
 @dataclass(frozen=True)
 class ObjectInfo:

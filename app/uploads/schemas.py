@@ -322,7 +322,8 @@ def parse_complete_multipart(body: bytes) -> list[tuple[int, str]]:
     """
     try:
         root = DefusedElementTree.fromstring(body, forbid_dtd=True)
-    except (ElementTree.ParseError, DefusedXmlException):
+    except (ElementTree.ParseError, DefusedXmlException, LookupError, ValueError):
+        # LookupError, ValueError: an encoding the XML declaration names that Python lacks or refuses.
         raise BadRequest(
             "the body must be S3's CompleteMultipartUpload XML, without a DTD or entities"
         ) from None

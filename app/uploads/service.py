@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from contextlib import suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from ..config import PROVIDERS
 from ..errors import (
@@ -20,7 +21,7 @@ from ..errors import (
 )
 from ..repository import AbandonedUpload, FileRepository, NewFile, PendingUpload, StoredFile
 from ..storage import ObjectInfo, PresignedUpload, ProviderRegistry, StorageError, StorageProvider
-from ..storage.base import ObjectChanged
+from ..storage.base import SLOW_LINK_BYTES_PER_SECOND, ObjectChanged
 from .keys import KeySigner
 from .policy import UploadPolicy, normalize_media_type
 from .recorder import PendingRecorder
@@ -166,8 +167,11 @@ class UploadService:
             create_only=create_only,
             in_one_request=in_one_request,
         )
-        # The URL's own expiry: an Azure SAS for a large file outlives expires_in.
-        self.remember(provider, user_id, wanted, key, upload.expires_at)
+        # Swept no sooner than the URL expires (an Azure SAS for a large file outlives
+        # expires_in), nor while a PUT of the declared size that began just before the
+        # expiry could still be landing at a slow link.
+        landing = 0 if wanted.file_size is None else math.ceil(wanted.file_size / SLOW_LINK_BYTES_PER_SECOND)
+        self.remember(provider, user_id, wanted, key, upload.expires_at + timedelta(seconds=landing))
         return IssuedUpload(provider.name, key, upload, provider.object_url(key))
 
     def check_owner(self, provider: StorageProvider, user_id: str, key: str, field: str = "key") -> None:

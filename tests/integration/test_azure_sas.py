@@ -72,7 +72,8 @@ def test_azure_sas_lives_long_enough_for_the_declared_size(
     assert 290 <= lifetime(small) <= 301  # UPLOAD_URL_EXPIRES_SECONDS
     assert 355 <= lifetime(large) <= 361  # 90 MiB at 256 KiB/s
     assert "sp=cw" in large.get_json()["sasUrl"]
-    # The presign record expires with the SAS (a sweep forgets a swept key only once its URL is dead).
+    # The presign record outlives the SAS (a sweep forgets a swept key only once its URL is dead)
+    # by as long as a PUT begun just before the expiry may still be landing at 2 Mbit/s.
     assert recorder(app).flush()
     with db.cursor() as cur:
         cur.execute(
@@ -80,7 +81,7 @@ def test_azure_sas_lives_long_enough_for_the_declared_size(
         )
         (recorded,) = cur.fetchone()  # type: ignore[misc]
     sas_expiry = datetime.fromisoformat(large.get_json()["expiresAt"].replace("Z", "+00:00"))
-    assert abs((recorded - sas_expiry).total_seconds()) < 1
+    assert 359 <= (recorded - sas_expiry).total_seconds() <= 361
 
 
 def test_azure_sas_is_scoped_to_one_blob_and_write_only(client: FlaskClient) -> None:

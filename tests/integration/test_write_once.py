@@ -209,6 +209,10 @@ def test_a_step_url_past_its_expiry_is_refused(app: Flask, client: FlaskClient) 
         (b"not xml", "the body must be S3's CompleteMultipartUpload XML, without a DTD or entities"),
         (b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]><CompleteMultipartUpload/>',
          "the body must be S3's CompleteMultipartUpload XML, without a DTD or entities"),
+        (b'<?xml version="1.0" encoding="bogus"?><CompleteMultipartUpload/>',
+         "the body must be S3's CompleteMultipartUpload XML, without a DTD or entities"),
+        (b'<?xml version="1.0" encoding="utf-32"?><CompleteMultipartUpload/>',
+         "the body must be S3's CompleteMultipartUpload XML, without a DTD or entities"),
         (b"<Delete><Object/></Delete>", "the body must be a CompleteMultipartUpload document, not Delete"),
         (b"<CompleteMultipartUpload></CompleteMultipartUpload>",
          "parts is required: a list of {PartNumber, ETag}, one per uploaded part"),
@@ -385,6 +389,27 @@ def test_a_staged_blob_written_again_after_its_check_is_not_promoted(app: Flask,
         with pytest.raises(ObjectChanged):
             storage.promote(key, checked)
         assert storage.head(key) is None
+
+
+@pytest.mark.parametrize("then", ["save", "delete"])
+def test_a_lease_taken_through_the_block_sas_cannot_keep_the_staging_blob(
+    app: Flask, client: FlaskClient, then: str
+) -> None:
+    from azure.storage.blob import BlobClient
+
+    presigned = presign(client, "azure", "a.bin", "application/octet-stream")
+    key = presigned["objectKey"]
+    upload_in_blocks(presigned["sasUrl"], ORIGINAL, "application/octet-stream")
+    # "w" allows Lease Blob: an infinite lease on the staging blob, through the SAS.
+    BlobClient.from_blob_url(presigned["sasUrl"]).acquire_lease(lease_duration=-1)
+    with app.app_context():
+        storage = get_provider("azure")
+        if then == "save":
+            assert save(client, "azure", key).status_code == 201
+            assert storage.head(key) is not None
+        else:  # as the sweep, a refused save or reconcile --fix delete it
+            storage.delete(key)
+        assert storage.head_staged(key) is None
 
 
 def test_an_azure_upload_in_blocks_refused_at_save_is_deleted_from_staging(

@@ -25,7 +25,7 @@ class FailingConnect:
 
 def test_a_round_that_fails_is_logged_and_the_next_one_tries_again() -> None:
     connect = FailingConnect()
-    sweeper = BackgroundSweeper(connect, {"s3": object()}, interval=0.02, grace=0)  # type: ignore[dict-item]
+    sweeper = BackgroundSweeper(connect, {"s3": object()}, interval=0.02, grace=0, url_seconds=300)  # type: ignore[dict-item]
     sweeper.ensure_started()
     try:
         deadline = time.monotonic() + 5
@@ -38,7 +38,7 @@ def test_a_round_that_fails_is_logged_and_the_next_one_tries_again() -> None:
 
 
 def test_each_process_starts_one_thread_however_many_requests_ask() -> None:
-    sweeper = BackgroundSweeper(FailingConnect(), {"s3": object()}, interval=60, grace=0)  # type: ignore[dict-item]
+    sweeper = BackgroundSweeper(FailingConnect(), {"s3": object()}, interval=60, grace=0, url_seconds=300)  # type: ignore[dict-item]
     sweeper.ensure_started()
     first = sweeper._thread
     for _ in range(100):
@@ -52,6 +52,6 @@ def test_each_process_starts_one_thread_however_many_requests_ask() -> None:
 
 def test_no_interval_or_no_provider_means_no_thread() -> None:
     for interval, providers in ((0.0, {"s3": object()}), (60.0, {})):
-        sweeper = BackgroundSweeper(FailingConnect(), providers, interval=interval, grace=0)  # type: ignore[arg-type]
+        sweeper = BackgroundSweeper(FailingConnect(), providers, interval=interval, grace=0, url_seconds=300)  # type: ignore[arg-type]
         sweeper.ensure_started()
         assert not sweeper.enabled and sweeper._thread is None
