@@ -5,13 +5,14 @@ time); ``maintenance`` is what operators run (sweep, reconcile) as the
 tables' owner; ``tables`` is what both share.
 """
 
-from .files import AbandonedUpload, FileRepository, KeyState, NewFile, PendingUpload, StoredFile
+from .files import AbandonedUpload, FileDeleted, FileRepository, KeyState, NewFile, PendingUpload, StoredFile
 from .maintenance import ListedRow, MaintenanceRepository
 from .tables import FILE_TABLES, QueryCursor, Transaction
 
 __all__ = [
     "FILE_TABLES",
     "AbandonedUpload",
+    "FileDeleted",
     "FileRepository",
     "KeyState",
     "ListedRow",

@@ -66,6 +66,10 @@ class AbandonedUpload(Exception):
     """The key was swept as an abandoned upload before its save landed; its object is gone."""
 
 
+class FileDeleted(Exception):
+    """The key was saved once and its file deleted since: its upload is over for good."""
+
+
 @dataclass(frozen=True)
 class NewFile:
     """What save-metadata learned and is about to record."""
@@ -127,8 +131,11 @@ _INSERT_FILE = """
             (object_key, provider, user_id, file_name, content_type, declared_size, expires_at, saved_at)
         VALUES (%(object_key)s, %(provider)s, %(user_id)s, %(file_name)s, coalesce(%(content_type)s, ''),
                 %(size_bytes)s, now(), now())
-        ON CONFLICT (object_key) DO UPDATE SET saved_at = coalesce(pending_uploads.saved_at, now())
+        ON CONFLICT (object_key) DO UPDATE SET saved_at = now()
             WHERE pending_uploads.sweep_claimed_at IS NULL AND pending_uploads.user_id = EXCLUDED.user_id
+              -- Saved once already: a racing save's row is read back below; if the row is
+              -- gone, its file was deleted and the key is over (FileDeleted).
+              AND pending_uploads.saved_at IS NULL
         RETURNING object_key
     )
     INSERT INTO {table} ({key}, file_url, user_id, file_name, content_type, size_bytes, etag)
@@ -154,7 +161,7 @@ CLAIM_REFUSED = """
 """
 
 SELECT_SWEPT = """
-    SELECT sweep_claimed_at IS NOT NULL
+    SELECT sweep_claimed_at IS NOT NULL, saved_at IS NOT NULL AND user_id = %(user_id)s
     FROM pending_uploads
     WHERE object_key = %(object_key)s
 """
@@ -381,9 +388,11 @@ class FileRepository:
             if existing is not None:
                 return _stored_file(provider, existing), False
             cur.execute(SELECT_SWEPT, params)
-            swept = cur.fetchone()
-            if swept is not None and swept[0]:
+            state = cur.fetchone()
+            if state is not None and state[0]:
                 raise AbandonedUpload(new.object_key)
+            if state is not None and state[1]:
+                raise FileDeleted(new.object_key)
             return None, False
 
         return self._run(new.user_id, work)

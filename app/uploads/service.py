@@ -19,7 +19,7 @@ from ..errors import (
     ServiceUnavailable,
     UnprocessableEntity,
 )
-from ..repository import AbandonedUpload, FileRepository, NewFile, PendingUpload, StoredFile
+from ..repository import AbandonedUpload, FileDeleted, FileRepository, NewFile, PendingUpload, StoredFile
 from ..storage import ObjectInfo, PresignedUpload, ProviderRegistry, StorageError, StorageProvider
 from ..storage.base import SLOW_LINK_BYTES_PER_SECOND, ObjectChanged
 from .keys import KeySigner
@@ -367,5 +367,13 @@ class UploadService:
             raise Gone(
                 f"{wanted.field} was not saved in time and its upload was cleaned up as abandoned; "
                 "presign the file again"
+            ) from None
+        except FileDeleted:
+            # Saved once, then its file deleted: what is there now came through a URL
+            # replayed since. The key is over; nobody will record that object.
+            with suppress(StorageError):
+                provider.delete(key)
+            raise Gone(
+                f"{wanted.field} was saved once and its file deleted since; presign the file again"
             ) from None
         return _owned_row(row, user_id, wanted.field), created
