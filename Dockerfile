@@ -19,6 +19,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /srv
 
+# libmagic: save-metadata identifies each upload's bytes with it (python-magic).
+# Its version decides what is recognised: it is the base image's Debian release's own.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libmagic1 \
+    && rm -rf /var/lib/apt/lists/*
+
 # Dependencies in their own layer: rebuilt only when requirements change.
 COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-unit lint format install browser tinyproxy clean bench
+.PHONY: libmagic run test test-unit lint format install browser tinyproxy clean bench
 
 run: install  ## Run the service on http://localhost:3000 with local PostgreSQL and storage emulators
 	$(BIN)/python -m devstack
@@ -28,7 +28,7 @@ format:
 	$(BIN)/ruff format app devstack deploy bench tests
 	$(BIN)/ruff check --fix app devstack deploy bench tests
 
-install: $(VENV)/.installed node_modules/.installed browser tinyproxy
+install: $(VENV)/.installed node_modules/.installed browser tinyproxy libmagic
 
 # The browser tests drive Debian's Chromium (Playwright cannot download its own here).
 browser:
@@ -37,6 +37,14 @@ browser:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null || \
 		{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; \
 	else echo "chromium not found: install it (Debian: apt-get install chromium) or set CHROMIUM_PATH"; fi
+
+# libmagic, which save-metadata asks what an upload's bytes are (python-magic loads it).
+libmagic:
+	@if $(PYTHON) -c "import ctypes.util, sys; sys.exit(not ctypes.util.find_library('magic'))"; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q libmagic1 >/dev/null 2>&1 || \
+		{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q libmagic1 >/dev/null; }; \
+	else echo "libmagic not found: install it (Debian: apt-get install libmagic1; macOS: brew install libmagic)"; exit 1; fi
 
 # A real forward proxy for the tests of HTTP(S)_PROXY (Debian's tinyproxy).
 tinyproxy:

@@ -50,6 +50,8 @@ class StoredFile:
     size_bytes: int | None
     etag: str | None
     uploaded_at: datetime | None
+    #: what the bytes are, as save-metadata identified them (None: not named)
+    detected_content_type: str | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ class NewFile:
     content_type: str | None
     size_bytes: int
     etag: str | None
+    detected_content_type: str | None = None
 
 
 # Presign records, written behind the response in batches (app/uploads/recorder.py):
@@ -116,7 +119,10 @@ SELECT_PENDING = """
 # It is sent in the same string as each statement, so it shares its transaction.
 SET_ACTING_USER = "SELECT set_config('app.user_id', %(acting_user_id)s, true);"
 
-_FILE_COLUMNS = "id, {key}, file_url, user_id, file_name, content_type, size_bytes, etag, upload_timestamp"
+_FILE_COLUMNS = (
+    "id, {key}, file_url, user_id, file_name, content_type, size_bytes, etag, upload_timestamp,"
+    " detected_content_type"
+)
 
 # Mark the presign record saved and insert the row, atomically, in one round
 # trip; nothing comes back when the key already had a row. The record is
@@ -138,9 +144,10 @@ _INSERT_FILE = """
               AND pending_uploads.saved_at IS NULL
         RETURNING object_key
     )
-    INSERT INTO {table} ({key}, file_url, user_id, file_name, content_type, size_bytes, etag)
+    INSERT INTO {table} ({key}, file_url, user_id, file_name, content_type, size_bytes, etag,
+                         detected_content_type)
     SELECT %(object_key)s, %(file_url)s, %(user_id)s, %(file_name)s, %(content_type)s,
-           %(size_bytes)s, %(etag)s
+           %(size_bytes)s, %(etag)s, %(detected_content_type)s
     FROM marked
     ON CONFLICT ({key}) DO NOTHING
     RETURNING {columns}
@@ -375,6 +382,7 @@ class FileRepository:
             "content_type": new.content_type,
             "size_bytes": new.size_bytes,
             "etag": new.etag,
+            "detected_content_type": new.detected_content_type,
         }
 
         def work(cur: QueryCursor) -> tuple[StoredFile | None, bool]:

@@ -195,6 +195,10 @@ class AzureBlobProvider(StorageProvider):
                 props = self._container.get_blob_client(key).get_blob_properties()
             except ResourceNotFoundError:
                 return None
+        return self._info(props)
+
+    @staticmethod
+    def _info(props: Any, start: bytes = b"") -> ObjectInfo | None:
         if props.copy is not None and props.copy.status == "pending":
             # A promotion (``promote``) still under way: not yet what was checked.
             raise StorageTimeout("azure is still copying the upload into place; call save-metadata again")
@@ -205,10 +209,30 @@ class AzureBlobProvider(StorageProvider):
             size=int(props.size),
             content_type=props.content_settings.content_type,
             etag=etag.strip('"') if etag else None,
+            start=start,
         )
 
-    def head_staged(self, key: str) -> ObjectInfo | None:
+    def read_start(self, key: str, length: int) -> ObjectInfo | None:
+        """Describe the blob and read its first ``length`` bytes: one ranged Get Blob."""
+        with self._translate_errors("get blob"):
+            try:
+                download = self._container.get_blob_client(key).download_blob(offset=0, length=length)
+                start = download.readall()
+            except ResourceNotFoundError:
+                return None
+        props = download.properties
+        # A ranged Get Blob describes the range: the blob's own size ends Content-Range.
+        total = (props.content_range or "").rpartition("/")[2]
+        if total.isdigit():
+            props.size = int(total)
+        return self._info(props, start[:length])
+
+    def read_staged_start(self, key: str, length: int) -> ObjectInfo | None:
         """Read the staged blob of an upload of ``key`` in blocks; ``None`` when there is none."""
+        return self.read_start(staging_name(key), length)
+
+    def head_staged(self, key: str) -> ObjectInfo | None:
+        """Describe the staged blob of an upload of ``key`` in blocks; ``None`` when there is none."""
         return self.head(staging_name(key))
 
     def promote(self, key: str, checked: ObjectInfo) -> ObjectInfo:

@@ -21,11 +21,12 @@ SLOW_LINK_BYTES_PER_SECOND = 256 * 1024
 
 @dataclass(frozen=True)
 class ObjectInfo:
-    """What a HEAD tells about a stored object."""
+    """What a HEAD tells about a stored object (and its first bytes, when ``read_start`` read them)."""
 
     size: int
     content_type: str | None
     etag: str | None
+    start: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -195,16 +196,25 @@ class StorageProvider(ABC):
         """Describe ``key``, or return ``None`` when it does not exist."""
 
     @abstractmethod
+    def read_start(self, key: str, length: int) -> ObjectInfo | None:
+        """Describe ``key`` with its first ``length`` bytes (one ranged GET); ``None`` when absent."""
+
+    @abstractmethod
     def delete(self, key: str) -> None:
         """Delete ``key`` (and its staged upload, where there is one); a missing object is not an error."""
 
     def head_staged(self, key: str) -> ObjectInfo | None:
-        """Describe the upload of ``key`` staged under another name, if the provider stages one.
+        """Describe the upload of ``key`` staged under another name, if any (see ``read_staged_start``)."""
+        return None
+
+    def read_staged_start(self, key: str, length: int) -> ObjectInfo | None:
+        """Describe the upload of ``key`` staged under another name (with its first bytes), if any.
 
         A provider whose upload URLs can rewrite what they uploaded (an Azure
         SAS for blocks) has them write elsewhere; save-metadata checks the
         staged object and then ``promote``s it to ``key``, which no URL reaches.
         """
+        del length
         return None
 
     def promote(self, key: str, checked: ObjectInfo) -> ObjectInfo:

@@ -67,10 +67,11 @@ class TimedOut(Exception):
 
 @dataclass(frozen=True)
 class HttpResponse:
-    """What a HEAD or a bodiless answer tells: the status and the headers (names in lower case)."""
+    """What an answer tells: the status, the headers (names in lower case), and at most a small body."""
 
     status: int
     headers: dict[str, str]
+    body: bytes = b""
 
 
 class HttpPool:
@@ -126,8 +127,15 @@ class HttpPool:
         conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return conn
 
-    def request(self, method: str, target: str) -> HttpResponse:
-        """Send ``method target`` with no body; read the whole (small) answer."""
+    def request(
+        self, method: str, target: str, headers: dict[str, str] | None = None, *, max_body: int = 0
+    ) -> HttpResponse:
+        """Send ``method target`` with no body; keep at most ``max_body`` bytes of the answer's.
+
+        A longer answer (a server that ignored a Range header) is cut off and
+        its connection closed rather than read to the end.
+        """
+        sent = {**self._proxy_headers, **(headers or {})}  # for a plain-HTTP proxy
         with self._lock:
             if self._pid != os.getpid():
                 # Inherited across a fork: the parent's sockets, not ours to use.
@@ -140,11 +148,17 @@ class HttpPool:
             try:
                 if self._proxy is not None and not self._https:
                     # Through a proxy, plain HTTP names the whole URL (RFC 9112 absolute-form).
-                    conn.request(method, self._origin + target, headers=self._proxy_headers)
+                    conn.request(method, self._origin + target, headers=sent)
                 else:
-                    conn.request(method, target)
+                    conn.request(method, target, headers=headers or {})
                 response = conn.getresponse()
-                response.read()
+                if max_body:
+                    body = response.read(max_body)
+                    # Anything more (a Range ignored): stop here and drop the connection.
+                    complete = response.isclosed() or response.read(1) == b""
+                else:
+                    response.read()
+                    body, complete = b"", True
             except TimeoutError:
                 conn.close()
                 raise TimedOut from None
@@ -156,8 +170,8 @@ class HttpPool:
                     continue
                 raise Unreachable from None
             break
-        headers = {name.lower(): value for name, value in response.getheaders()}
-        if response.will_close:
+        answer = {name.lower(): value for name, value in response.getheaders()}
+        if response.will_close or not complete:
             conn.close()
         else:
             with self._lock:
@@ -166,4 +180,4 @@ class HttpPool:
                     conn = None
             if conn is not None:
                 conn.close()
-        return HttpResponse(response.status, headers)
+        return HttpResponse(response.status, answer, body)

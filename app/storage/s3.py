@@ -284,12 +284,38 @@ class S3CompatibleProvider(MultipartProvider):
             etag=etag.strip('"') if etag else None,
         )
 
-    def _send(self, method: str, target: str) -> HttpResponse:
+    def read_start(self, key: str, length: int) -> ObjectInfo | None:
+        """Describe ``key`` and read its first ``length`` bytes: one ranged GET in place of a HEAD."""
+        url = self._signer.presign("GET", f"{self._api_base}/{quote_key(key)}", {}, _HEAD_URL_SECONDS)
+        target = url[url.index("/", url.index("//") + 2) :]
+        response = self._send("GET", target, {"Range": f"bytes=0-{length - 1}"}, max_body=length)
+        if response.status == 404:
+            return None
+        if response.status == 416:
+            # No byte 0: an empty object (S3 answers InvalidRange for any range of one).
+            return self.head(key)
+        if response.status not in (200, 206):
+            log.warning("%s GET refused: %s", self.name, response.status)
+            raise StorageRefused(f"{self.name} storage refused the request ({response.status})")
+        # 206: "bytes 0-4095/<size>"; 200 (a server that ignored the range): the whole length.
+        total = response.headers.get("content-range", "").rpartition("/")[2]
+        size = total if response.status == 206 and total.isdigit() else response.headers.get("content-length")
+        etag = response.headers.get("etag")
+        return ObjectInfo(
+            size=int(size or "0"),
+            content_type=response.headers.get("content-type"),
+            etag=etag.strip('"') if etag else None,
+            start=response.body[:length],
+        )
+
+    def _send(
+        self, method: str, target: str, headers: dict[str, str] | None = None, *, max_body: int = 0
+    ) -> HttpResponse:
         """Send a presigned request; retry 5xx and connection failures as botocore's standard mode does."""
         for attempt in range(1, self._max_attempts + 1):
             last = attempt == self._max_attempts
             try:
-                response = self._http.request(method, target)
+                response = self._http.request(method, target, headers, max_body=max_body)
             except TimedOut:
                 if last:
                     log.warning("%s %s timed out", self.name, method)

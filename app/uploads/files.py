@@ -97,11 +97,16 @@ class FileService:
         """Return a fresh link that reads the file (public, or signed for a private bucket)."""
         provider = self._providers.require(row.provider)
         name = row.file_name or row.object_key.rsplit("/", 1)[-1]
-        active = is_active_type(row.content_type or "")
+        # What the bytes were found to be counts as much as what they were declared:
+        # either one a browser would run makes the download an attachment.
+        active = is_active_type(row.content_type or "") or is_active_type(row.detected_content_type or "")
+        # Inline only where the bytes are what was declared (or could not be named).
+        declared = media_essence(row.content_type or "")
+        inline_as = row.content_type if row.detected_content_type in (None, declared) else None
         return provider.download_url(
             row.object_key,
             self._expires,
-            content_disposition(name, row.content_type),
+            content_disposition(name, inline_as),
             # The type recorded when the file was checked, not whatever the
             # object holds now (a replayed upload URL can replace it).
             content_type=OCTET_STREAM if active or not row.content_type else row.content_type,

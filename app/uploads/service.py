@@ -22,12 +22,16 @@ from ..errors import (
 from ..repository import AbandonedUpload, FileDeleted, FileRepository, NewFile, PendingUpload, StoredFile
 from ..storage import ObjectInfo, PresignedUpload, ProviderRegistry, StorageError, StorageProvider
 from ..storage.base import SLOW_LINK_BYTES_PER_SECOND, ObjectChanged
+from .content import content_problem
 from .keys import KeySigner
 from .policy import UploadPolicy, normalize_media_type
 from .recorder import PendingRecorder
 from .schemas import PresignRequest, SaveRequest
 
 KEY_SECRET_NAME = "object-key"  # noqa: S105 - a row name, not a secret
+# save-metadata reads this much of each upload (with its description, in one
+# ranged GET in place of a HEAD) to tell what the bytes are.
+SNIFF_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -245,11 +249,16 @@ class UploadService:
                 f"the uploaded file ({info.size} bytes, {info.content_type or 'no content type'}) is not "
                 f"what {wanted.field} was presigned for; it was deleted"
             )
+        detected = None
+        if problem is None:
+            detected, problem = content_problem(
+                info.start, info.content_type, self._policy, public=provider.public_read
+            )
         if problem is not None:
             return self._refuse(provider, user_id, wanted, problem)
         if staged:
             info = self._promote(provider, wanted, info)
-        return self._record(provider, user_id, wanted, key.split("-", 1)[1], info)
+        return self._record(provider, user_id, wanted, key.split("-", 1)[1], info, detected)
 
     def _refuse(
         self, provider: StorageProvider, user_id: str, wanted: SaveRequest, problem: ApiError
@@ -305,11 +314,16 @@ class UploadService:
             presigned_type=pending.content_type,
             public=provider.public_read,
         )
+        detected = None
+        if problem is None:
+            detected, problem = content_problem(
+                info.start, info.content_type, self._policy, public=provider.public_read
+            )
         if problem is not None:
             return self._refuse(provider, user_id, wanted, problem)
         if staged:
             info = self._promote(provider, wanted, info)
-        return self._record(provider, user_id, wanted, pending.file_name, info)
+        return self._record(provider, user_id, wanted, pending.file_name, info, detected)
 
     @staticmethod
     def _promote(provider: StorageProvider, wanted: SaveRequest, checked: ObjectInfo) -> ObjectInfo:
@@ -324,14 +338,14 @@ class UploadService:
 
     def _head(self, provider: StorageProvider, user_id: str, wanted: SaveRequest) -> tuple[ObjectInfo, bool]:
         """What arrived for the key, and whether it is staged (promoted to the key once checked)."""
-        info = provider.head(wanted.key)
+        info = provider.read_start(wanted.key, SNIFF_BYTES)
         if info is not None:
             return info, False
-        staged = provider.head_staged(wanted.key)
+        staged = provider.read_staged_start(wanted.key, SNIFF_BYTES)
         if staged is not None:
             return staged, True
         # A racing save may have promoted the staged upload between the two reads.
-        info = provider.head(wanted.key) if provider.stages_uploads else None
+        info = provider.read_start(wanted.key, SNIFF_BYTES) if provider.stages_uploads else None
         if info is not None:
             return info, False
         # No object: never uploaded, or swept. Which one is worth a read on this path only.
@@ -342,7 +356,13 @@ class UploadService:
         )
 
     def _record(
-        self, provider: StorageProvider, user_id: str, wanted: SaveRequest, file_name: str, info: ObjectInfo
+        self,
+        provider: StorageProvider,
+        user_id: str,
+        wanted: SaveRequest,
+        file_name: str,
+        info: ObjectInfo,
+        detected: str | None,
     ) -> tuple[StoredFile, bool]:
         key = wanted.key
         try:
@@ -356,6 +376,7 @@ class UploadService:
                     content_type=info.content_type,
                     size_bytes=info.size,
                     etag=info.etag,
+                    detected_content_type=detected,
                 ),
             )
         except AbandonedUpload:

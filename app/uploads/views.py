@@ -62,6 +62,7 @@ def file_body(row: StoredFile) -> dict[str, Any]:
         "objectKey": row.object_key,
         "fileName": row.file_name,
         "contentType": row.content_type,
+        "detectedContentType": row.detected_content_type,
         "size": row.size_bytes,
         "etag": row.etag,
         "fileUrl": row.file_url,

@@ -15,6 +15,7 @@ import pytest
 from flask import Flask
 from werkzeug.serving import make_server
 
+from tests import corpus
 from tests.helpers import KEY_COLUMNS, rows
 
 pytestmark = pytest.mark.integration
@@ -122,7 +123,9 @@ def test_guide_curl_sequence(
     base = serve(DEFAULT_PROVIDER=default)
     upload = shlex.split(step2.replace("\\\n", " "))
     file_name = upload[upload.index("--upload-file") + 1]
-    (tmp_path / file_name).write_bytes(b"bytes of " + file_name.encode())
+    # The file the guide names: a real PNG for test-image.png (save-metadata checks the bytes).
+    data = corpus.png() if file_name.endswith(".png") else b"bytes of " + file_name.encode()
+    (tmp_path / file_name).write_bytes(data)
 
     status, body = curl(step1, base, tmp_path)
     assert status == 200, body
@@ -149,7 +152,7 @@ def test_guide_curl_sequence(
     [row] = rows(db, provider)
     assert row[KEY_COLUMNS[provider]] == answer["objectKey"]
     assert row["user_id"] == "user_123"
-    assert row["size_bytes"] == len(b"bytes of " + file_name.encode())
+    assert row["size_bytes"] == len(data)
 
 
 # The fifth seed: Backblaze's direct-upload article, with its own variable names.

@@ -13,6 +13,7 @@ from flask.testing import FlaskClient
 
 from app.components import get_provider
 from app.uploads.files import content_disposition
+from tests import corpus
 from tests.helpers import PROVIDERS, rows, upload
 
 pytestmark = pytest.mark.integration
@@ -42,7 +43,7 @@ def test_download_url_returns_the_uploaded_bytes_as_an_attachment(client: FlaskC
 
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_images_and_pdfs_are_served_inline(client: FlaskClient, provider: str) -> None:
-    saved = upload(client, provider, b"\x89PNG not really", "cat.png", "image/png")
+    saved = upload(client, provider, corpus.png(), "cat.png", "image/png")
     fetched = requests.get(saved["downloadUrl"], timeout=10)
     assert fetched.status_code == 200
     assert fetched.headers["Content-Disposition"].startswith("inline;")
@@ -345,7 +346,7 @@ def test_an_active_type_listed_exactly_on_a_public_bucket_is_downloaded_as_an_at
         assert got.status_code == 200
         assert got.headers["Content-Disposition"].startswith("attachment;")
     # An inert type on the same bucket keeps its plain public URL.
-    picture = upload(app.test_client(), provider, b"\x89PNG", "p.png", "image/png")
+    picture = upload(app.test_client(), provider, corpus.png(), "p.png", "image/png")
     assert picture["downloadUrl"] == picture["fileUrl"]
 
 
@@ -390,15 +391,15 @@ def test_a_saved_file_replaced_through_its_sas_is_downloaded_with_the_type_recor
 ) -> None:
     from tests.helpers import presign, put, save
 
-    presigned = presign(client, "azure", "photo.png", "image/png", file_size=4)
-    assert put(presigned, b"\x89PNG").status_code == 201
+    presigned = presign(client, "azure", "photo.png", "image/png", file_size=len(corpus.png()))
+    assert put(presigned, corpus.png()).status_code == 201
     saved = save(client, "azure", presigned["objectKey"]).get_json()["file"]
     # The SAS is replayed with an HTML page: it only reaches the staging blob (the saved one
     # was promoted out of its reach), and the link serves what was checked, as a PNG.
     assert put(presigned, b"<script>alert(1)</script>", **{"Content-Type": "text/html"}).status_code == 201
     got = requests.get(saved["downloadUrl"], timeout=30)
     assert got.headers["Content-Type"] == "image/png"
-    assert got.content == b"\x89PNG"
+    assert got.content == corpus.png()
 
 
 @pytest.mark.parametrize("provider", ["s3", "r2", "b2"])
@@ -408,7 +409,8 @@ def test_a_file_of_unbound_type_replaced_after_its_save_is_downloaded_with_the_t
     from tests.helpers import save
 
     answer = client.post(f"/{provider}/s3/sign", json={"method": "PUT", "key": "photo.png"}).get_json()
-    assert requests.put(answer["url"], data=b"\x89PNG", headers={"Content-Type": "image/png"}, timeout=30).ok
+    png = {"Content-Type": "image/png"}
+    assert requests.put(answer["url"], data=corpus.png(), headers=png, timeout=30).ok
     saved = save(client, provider, answer["key"]).get_json()["file"]
     replaced = requests.put(
         answer["url"], data=b"<script>", headers={"Content-Type": "text/html"}, timeout=30

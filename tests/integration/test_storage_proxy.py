@@ -1,4 +1,5 @@
-"""HTTP_PROXY and NO_PROXY hold for save-metadata's HEAD as for botocore's calls, through a real tinyproxy."""
+"""HTTP_PROXY and NO_PROXY hold for save-metadata's read of the object (a ranged GET) as for botocore's calls,
+through a real tinyproxy."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def tinyproxy(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     proc.wait(10)
 
 
-def test_save_metadata_heads_through_the_proxy_the_environment_names(
+def test_save_metadata_reads_through_the_proxy_the_environment_names(
     make_app: Callable[..., Flask], tinyproxy: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url, log = tinyproxy
@@ -60,7 +61,7 @@ def test_save_metadata_heads_through_the_proxy_the_environment_names(
     proxied = make_app()  # providers (and their connection pools) are built at start-up
     response = save(proxied.test_client(), "s3", presigned["objectKey"])
     assert response.status_code == 201, response.get_json()
-    assert "HEAD" in log.read_text() and presigned["objectKey"] in log.read_text()
+    assert "GET" in log.read_text() and presigned["objectKey"] in log.read_text()
 
 
 def test_no_proxy_keeps_the_head_direct(

@@ -15,6 +15,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app.components import get_provider
+from tests import corpus
 from tests.helpers import KEY_COLUMNS, PROVIDERS, S3_FAMILY, presign, put, rows, save
 
 pytestmark = pytest.mark.integration
@@ -56,10 +57,10 @@ def test_upload_flow_records_real_size_and_type(
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_upload_flow_without_file_size_still_works(client: FlaskClient, provider: str) -> None:
     presigned = presign(client, provider, "photo.png", "image/png")
-    assert put(presigned, b"\x89PNG fake").status_code in (200, 201)
+    assert put(presigned, corpus.png()).status_code in (200, 201)
     response = save(client, provider, presigned["objectKey"])
     assert response.status_code == 201
-    assert response.get_json()["file"]["size"] == 9
+    assert response.get_json()["file"]["size"] == len(corpus.png())
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -96,8 +97,8 @@ def test_saving_a_saved_key_again_answers_its_row_without_touching_storage(
 def test_saving_a_saved_azure_key_again_never_deletes_the_file(
     app: Flask, client: FlaskClient, db: psycopg2.extensions.connection
 ) -> None:
-    presigned = presign(client, "azure", "photo.png", "image/png", file_size=4)
-    assert put(presigned, b"\x89PNG").status_code == 201
+    presigned = presign(client, "azure", "photo.png", "image/png", file_size=len(corpus.png()))
+    assert put(presigned, corpus.png()).status_code == 201
     first = save(client, "azure", presigned["objectKey"])
     assert first.status_code == 201
     # The SAS is replayed with other bytes: the stored object no longer matches its presign.

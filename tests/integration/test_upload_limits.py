@@ -11,6 +11,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app.components import get_provider
+from tests import corpus
 from tests.helpers import PROVIDERS, S3_FAMILY, presign, put, recorder, rows, save
 
 pytestmark = pytest.mark.integration
@@ -169,7 +170,7 @@ def test_a_refused_key_is_claimed_so_a_racing_save_can_never_record_its_deleted_
 
 
 def upload_key(client: FlaskClient) -> str:
-    presigned = presign(client, "azure", "ok.png", "image/png", file_size=4)
-    assert put(presigned, b"\x89PNG").status_code == 201
+    presigned = presign(client, "azure", "ok.png", "image/png", file_size=len(corpus.png()))
+    assert put(presigned, corpus.png()).status_code == 201
     assert save(client, "azure", presigned["objectKey"]).status_code == 201
     return str(presigned["objectKey"])

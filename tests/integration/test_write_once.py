@@ -22,12 +22,14 @@ from flask.testing import FlaskClient
 from app import components
 from app.components import get_database, get_provider
 from app.repository import FileRepository
+from tests import corpus
 from tests.helpers import SERVICE_ORIGIN, StepAnswer, presign, put, rows, save, send_to
 
 pytestmark = pytest.mark.integration
 
 ORIGINAL = b"checked bytes"
 REPLACEMENT = b"evil! payload"  # the same length: the signed Content-Length still matches
+PNG = corpus.png()  # what save-metadata takes for image/png: a real one
 
 
 def uploaded_and_saved(client: FlaskClient, provider: str) -> dict[str, Any]:
@@ -303,7 +305,7 @@ def test_the_azure_guides_sas_creates_the_blob_once_and_can_do_nothing_else(
     assert "sp=c&" in body["sasUrl"]
     # The guide's PUT, exactly.
     guide_put = {"Content-Type": "image/png", "x-ms-blob-type": "BlockBlob"}
-    assert requests.put(body["sasUrl"], data=ORIGINAL, headers=guide_put, timeout=10).status_code == 201
+    assert requests.put(body["sasUrl"], data=PNG, headers=guide_put, timeout=10).status_code == 201
     assert client.post("/save-metadata", json={"blobName": body["blobName"]}).status_code == 201
 
     replay = requests.put(body["sasUrl"], data=REPLACEMENT, headers=guide_put, timeout=10)
@@ -320,7 +322,7 @@ def test_the_azure_guides_sas_creates_the_blob_once_and_can_do_nothing_else(
     assert block.value.status_code == 403
     with app.app_context():
         stored = get_provider("azure").head(body["blobName"])
-    assert stored is not None and (stored.size, stored.content_type) == (len(ORIGINAL), "image/png")
+    assert stored is not None and (stored.size, stored.content_type) == (len(PNG), "image/png")
 
 
 def upload_in_blocks(sas_url: str, data: bytes, content_type: str) -> None:
@@ -337,12 +339,12 @@ def test_an_azure_upload_in_blocks_is_promoted_at_save_where_its_sas_cannot_reac
     from azure.core.exceptions import HttpResponseError
     from azure.storage.blob import BlobClient, ContentSettings
 
-    presigned = presign(client, "azure", "a.png", "image/png", file_size=len(ORIGINAL))
+    presigned = presign(client, "azure", "a.png", "image/png", file_size=len(PNG))
     key = presigned["objectKey"]
     # Blocks need "w", which would also allow a second Put Blob, properties and a lease: the SAS
     # is for a staging blob, never for the key. Proven at the storage: the blocks go through.
     assert "sp=cw&" in presigned["sasUrl"] and f"/.staging/{key}?" in presigned["sasUrl"]
-    upload_in_blocks(presigned["sasUrl"], ORIGINAL, "image/png")
+    upload_in_blocks(presigned["sasUrl"], PNG, "image/png")
     with app.app_context():
         storage = get_provider("azure")
         assert storage.head(key) is None and storage.head_staged(key) is not None
@@ -350,7 +352,7 @@ def test_an_azure_upload_in_blocks_is_promoted_at_save_where_its_sas_cannot_reac
         assert saved.status_code == 201, saved.get_json()
         # Promoted: the key holds what was checked, and the staging blob is gone.
         stored = storage.head(key)
-        assert stored is not None and (stored.size, stored.content_type) == (len(ORIGINAL), "image/png")
+        assert stored is not None and (stored.size, stored.content_type) == (len(PNG), "image/png")
         assert storage.head_staged(key) is None
     [row] = rows(db, "azure")
     assert (row["size_bytes"], row["etag"]) == (stored.size, stored.etag)
@@ -370,9 +372,9 @@ def test_an_azure_upload_in_blocks_is_promoted_at_save_where_its_sas_cannot_reac
             attempt()
         assert refused.value.status_code == 403
     again = save(client, "azure", key)
-    assert again.status_code == 200 and again.get_json()["file"]["size"] == len(ORIGINAL)
+    assert again.status_code == 200 and again.get_json()["file"]["size"] == len(PNG)
     download = client.get(f"/azure/files/{row['id']}").get_json()["file"]["downloadUrl"]
-    assert requests.get(download, timeout=10).content == ORIGINAL
+    assert requests.get(download, timeout=10).content == PNG
 
 
 def test_a_staged_blob_written_again_after_its_check_is_not_promoted(app: Flask, client: FlaskClient) -> None:

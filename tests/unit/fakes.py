@@ -48,6 +48,10 @@ class FakeStorage(StorageProvider):
         self.heads.append(key)
         return self.objects.get(key)
 
+    def read_start(self, key: str, length: int) -> ObjectInfo | None:
+        info = self.head(key)
+        return None if info is None else dataclasses.replace(info, start=info.start[:length])
+
     def delete(self, key: str) -> None:
         self.deleted.append(key)
         self.objects.pop(key, None)
