@@ -13,6 +13,7 @@ from flask.testing import FlaskClient
 from app import components
 from app.config import PROVIDERS, S3_FAMILY  # noqa: F401 - re-exported for the tests
 from app.repository import PendingUpload
+from app.storage import ObjectInfo, StagingProvider, StorageProvider
 from app.uploads.recorder import PendingRecorder
 
 FILE_TABLES = {"s3": "s3_files", "r2": "r2_files", "b2": "b2_files", "azure": "azure_files"}
@@ -67,6 +68,11 @@ def send_to(
         return StepAnswer(answer.status_code, answer.get_data(as_text=True), answer.headers)
     response = requests.request(method, url, data=data, headers=headers, timeout=60)
     return StepAnswer(response.status_code, response.text, response.headers)
+
+
+def staged(storage: StorageProvider, key: str) -> ObjectInfo | None:
+    """The staged upload of ``key``, on a provider that stages uploads (Azure's in blocks); else None."""
+    return storage.head_staged(key) if isinstance(storage, StagingProvider) else None
 
 
 def save(client: FlaskClient, provider: str, key: str, user: str | None = None) -> Any:

@@ -43,8 +43,8 @@ from .base import (
     ObjectChanged,
     ObjectInfo,
     PresignedUpload,
+    StagingProvider,
     StorageError,
-    StorageProvider,
     StorageRefused,
     StorageTimeout,
 )
@@ -79,15 +79,13 @@ def _split(value: str | list[str] | None) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
-class AzureBlobProvider(StorageProvider):
+class AzureBlobProvider(StagingProvider):
     """One container of one storage account, signed with the account key."""
 
     # One SAS covers a block blob of up to 50,000 blocks of 4,000 MiB; a
     # single Put Blob takes at most 5,000 MiB, so larger files go in blocks.
     max_single_upload_bytes = 50_000 * 4000 * 1024**2
     max_one_request_bytes = 5000 * 1024**2
-    # Uploads in blocks land under staging_name(key) until save-metadata promotes them.
-    stages_uploads = True
 
     def __init__(
         self,

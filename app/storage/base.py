@@ -136,8 +136,6 @@ class StorageProvider(ABC):
     public_read: bool = False
     #: a ``create_only`` upload URL is refused by the storage once ``key`` exists
     write_once: bool = False
-    #: some uploads land under another name until save-metadata promotes them (``head_staged``)
-    stages_uploads: bool = False
 
     @abstractmethod
     def presign_upload(
@@ -201,29 +199,7 @@ class StorageProvider(ABC):
 
     @abstractmethod
     def delete(self, key: str) -> None:
-        """Delete ``key`` (and its staged upload, where there is one); a missing object is not an error."""
-
-    def head_staged(self, key: str) -> ObjectInfo | None:
-        """Describe the upload of ``key`` staged under another name, if any (see ``read_staged_start``)."""
-        return None
-
-    def read_staged_start(self, key: str, length: int) -> ObjectInfo | None:
-        """Describe the upload of ``key`` staged under another name (with its first bytes), if any.
-
-        A provider whose upload URLs can rewrite what they uploaded (an Azure
-        SAS for blocks) has them write elsewhere; save-metadata checks the
-        staged object and then ``promote``s it to ``key``, which no URL reaches.
-        """
-        del length
-        return None
-
-    def promote(self, key: str, checked: ObjectInfo) -> ObjectInfo:
-        """Copy the staged upload of ``key`` to ``key``, create only and only if it is still ``checked``.
-
-        Returns what ``key`` now holds; ``ObjectChanged`` when the staged
-        object was written again after it was checked.
-        """
-        raise NotImplementedError(f"{self.name} does not stage uploads")
+        """Delete ``key`` (a ``StagingProvider``: its staged upload too); a missing object is fine."""
 
     def delete_many(self, keys: Sequence[str]) -> list[str]:
         """Delete ``keys``; return those that could not be deleted (missing ones are deleted)."""
@@ -256,6 +232,32 @@ class StorageProvider(ABC):
     @abstractmethod
     def get_cors(self) -> list[CorsRule]:
         """Return the bucket's CORS rules (empty when it has none)."""
+
+
+class StagingProvider(StorageProvider):
+    """A provider whose uploads in blocks land under a staging name until save-metadata promotes them.
+
+    Its upload URLs for blocks could rewrite what they uploaded (an Azure SAS
+    with ``w``), so they write elsewhere; save-metadata checks the staged
+    object, then ``promote``s it to the key, which no URL reaches. Code asks
+    ``isinstance(p, StagingProvider)``.
+    """
+
+    @abstractmethod
+    def head_staged(self, key: str) -> ObjectInfo | None:
+        """Describe the staged upload of ``key``; ``None`` when there is none."""
+
+    @abstractmethod
+    def read_staged_start(self, key: str, length: int) -> ObjectInfo | None:
+        """Describe the staged upload of ``key`` with its first ``length`` bytes; ``None`` if none."""
+
+    @abstractmethod
+    def promote(self, key: str, checked: ObjectInfo) -> ObjectInfo:
+        """Copy the staged upload to ``key``, create only and only if it is still ``checked``.
+
+        Returns what ``key`` now holds; ``ObjectChanged`` when the staged object
+        was written again after it was checked.
+        """
 
 
 class MultipartProvider(StorageProvider):

@@ -210,7 +210,7 @@ def identify(start: bytes) -> str | None:
     if not start.translate(None, _TEXT_BYTES):
         return _text_type(start)
     detected = canonical(_magic().from_buffer(start))
-    if detected in UNIDENTIFIED or detected.startswith("text/plain"):
+    if detected in UNIDENTIFIED:
         return None
     trusted = (
         detected in STRONG_FORMATS

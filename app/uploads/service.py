@@ -20,7 +20,14 @@ from ..errors import (
     UnprocessableEntity,
 )
 from ..repository import AbandonedUpload, FileDeleted, FileRepository, NewFile, PendingUpload, StoredFile
-from ..storage import ObjectInfo, PresignedUpload, ProviderRegistry, StorageError, StorageProvider
+from ..storage import (
+    ObjectInfo,
+    PresignedUpload,
+    ProviderRegistry,
+    StagingProvider,
+    StorageError,
+    StorageProvider,
+)
 from ..storage.base import SLOW_LINK_BYTES_PER_SECOND, ObjectChanged
 from .content import content_problem
 from .keys import KeySigner
@@ -239,7 +246,7 @@ class UploadService:
         existing = self._repo.find_file(provider.name, key, user_id)
         if existing is not None:
             return _owned_row(existing, user_id, wanted.field), False
-        info, staged = self._head(provider, user_id, wanted)
+        info, stager = self._head(provider, user_id, wanted)
         problem: ApiError | None = self._policy.problem_with_stored(
             size=info.size, content_type=info.content_type, public=provider.public_read
         )
@@ -256,8 +263,8 @@ class UploadService:
             )
         if problem is not None:
             return self._refuse(provider, user_id, wanted, problem)
-        if staged:
-            info = self._promote(provider, wanted, info)
+        if stager is not None:
+            info = self._promote(stager, wanted, info)
         return self._record(provider, user_id, wanted, key.split("-", 1)[1], info, detected)
 
     def _refuse(
@@ -304,7 +311,7 @@ class UploadService:
             if existing is not None:
                 return _owned_row(existing, user_id, field), False
 
-        info, staged = self._head(provider, user_id, wanted)
+        info, stager = self._head(provider, user_id, wanted)
         # Azure SAS cannot bind size or type, and a client may skip fileSize:
         # what the signature could not enforce is enforced here, before any row.
         problem = self._policy.problem_with_upload(
@@ -321,12 +328,12 @@ class UploadService:
             )
         if problem is not None:
             return self._refuse(provider, user_id, wanted, problem)
-        if staged:
-            info = self._promote(provider, wanted, info)
+        if stager is not None:
+            info = self._promote(stager, wanted, info)
         return self._record(provider, user_id, wanted, pending.file_name, info, detected)
 
     @staticmethod
-    def _promote(provider: StorageProvider, wanted: SaveRequest, checked: ObjectInfo) -> ObjectInfo:
+    def _promote(provider: StagingProvider, wanted: SaveRequest, checked: ObjectInfo) -> ObjectInfo:
         """Move a checked, staged upload to its key, where no upload URL reaches; return what is there."""
         try:
             return provider.promote(wanted.key, checked)
@@ -336,18 +343,21 @@ class UploadService:
                 "call save-metadata again once it is finished"
             ) from None
 
-    def _head(self, provider: StorageProvider, user_id: str, wanted: SaveRequest) -> tuple[ObjectInfo, bool]:
-        """What arrived for the key, and whether it is staged (promoted to the key once checked)."""
+    def _head(
+        self, provider: StorageProvider, user_id: str, wanted: SaveRequest
+    ) -> tuple[ObjectInfo, StagingProvider | None]:
+        """What arrived for the key, and the provider to promote it with when it is staged."""
         info = provider.read_start(wanted.key, SNIFF_BYTES)
         if info is not None:
-            return info, False
-        staged = provider.read_staged_start(wanted.key, SNIFF_BYTES)
-        if staged is not None:
-            return staged, True
-        # A racing save may have promoted the staged upload between the two reads.
-        info = provider.read_start(wanted.key, SNIFF_BYTES) if provider.stages_uploads else None
-        if info is not None:
-            return info, False
+            return info, None
+        if isinstance(provider, StagingProvider):
+            staged = provider.read_staged_start(wanted.key, SNIFF_BYTES)
+            if staged is not None:
+                return staged, provider
+            # A racing save may have promoted the staged upload between the two reads.
+            info = provider.read_start(wanted.key, SNIFF_BYTES)
+            if info is not None:
+                return info, None
         # No object: never uploaded, or swept. Which one is worth a read on this path only.
         if self._repo.key_state(provider.name, wanted.key, user_id).cleaned_up:
             raise _cleaned_up(wanted.field)

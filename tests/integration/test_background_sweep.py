@@ -15,7 +15,7 @@ import requests
 from flask import Flask
 
 from app.components import get_provider
-from tests.helpers import presign, put, recorder, save
+from tests.helpers import presign, put, recorder, save, staged
 
 pytestmark = pytest.mark.integration
 
@@ -63,7 +63,7 @@ def test_an_unsaved_upload_is_removed_by_the_service_soon_after_its_url_expires(
         storage = get_provider(provider)
         # The requests above started this process's sweeper; nobody runs a command.
         # (An Azure upload not in one Put Blob is staged apart until it is saved: both go.)
-        assert wait_until(lambda: storage.head(key) is None and storage.head_staged(key) is None)
+        assert wait_until(lambda: storage.head(key) is None and staged(storage, key) is None)
         late = save(client, provider, key)
         assert (late.status_code, late.get_json()["error"]) == (410, CLEANED_UP)
         time.sleep(1.0)  # a few more rounds: a saved upload is never taken

@@ -11,7 +11,7 @@ from flask.testing import FlaskClient
 
 from app.components import get_provider
 from tests import corpus
-from tests.helpers import PROVIDERS, presign, put, rows, save
+from tests.helpers import PROVIDERS, presign, put, rows, save, staged
 
 pytestmark = pytest.mark.integration
 
@@ -77,7 +77,7 @@ def test_disguised_files_are_refused_and_deleted(
     with app.app_context():
         storage = get_provider(provider)
         assert storage.head(presigned["objectKey"]) is None
-        assert storage.head_staged(presigned["objectKey"]) is None
+        assert staged(storage, presigned["objectKey"]) is None
 
 
 def test_bytes_the_allowlist_refuses_are_refused_whatever_the_declared_type(

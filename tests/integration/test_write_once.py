@@ -23,7 +23,7 @@ from app import components
 from app.components import get_database, get_provider
 from app.repository import FileRepository
 from tests import corpus
-from tests.helpers import SERVICE_ORIGIN, StepAnswer, presign, put, rows, save, send_to
+from tests.helpers import SERVICE_ORIGIN, StepAnswer, presign, put, rows, save, send_to, staged
 
 pytestmark = pytest.mark.integration
 
@@ -184,7 +184,11 @@ def test_a_step_url_changed_in_any_field_is_refused(
     query.update(change)
     response = client.post(path, query_string={k: v for k, v in query.items() if v is not None})
     assert (response.status_code, response.get_json()["error"]) == (status, message)
-    assert client.post(path.replace("/create", "/merge"), query_string=raw).status_code == 404
+    unknown = client.post(path.replace("/create", "/merge"), query_string=raw)
+    assert (unknown.status_code, unknown.get_json()["error"]) == (
+        404,
+        "the service answers the steps create and complete only, not 'merge'",
+    )
 
 
 def test_a_step_url_past_its_expiry_is_refused(app: Flask, client: FlaskClient) -> None:
@@ -512,4 +516,4 @@ def test_a_deleted_file_is_not_saved_again_from_a_replayed_url(
     assert rows(db, provider) == []
     with app.app_context():
         storage = get_provider(provider)
-        assert storage.head(key) is None and storage.head_staged(key) is None
+        assert storage.head(key) is None and staged(storage, key) is None

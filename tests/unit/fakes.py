@@ -8,7 +8,8 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 from app.repository import AbandonedUpload, KeyState, NewFile, PendingUpload, StoredFile
-from app.storage import CorsRule, ListedObject, ObjectInfo, PresignedUpload, StorageProvider
+from app.storage import CorsRule, ListedObject, ObjectInfo, PresignedUpload, StagingProvider, StorageProvider
+from app.storage.base import ObjectChanged
 
 
 class FakeStorage(StorageProvider):
@@ -70,6 +71,33 @@ class FakeStorage(StorageProvider):
 
     def get_cors(self) -> list[CorsRule]:
         raise NotImplementedError
+
+
+class FakeStagingStorage(FakeStorage, StagingProvider):
+    """A container whose uploads land in ``staged`` until promoted, as Azure's in blocks do."""
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.staged: dict[str, ObjectInfo] = {}
+        #: set to make the staged object change between the check and the promotion
+        self.rewritten_after_check = False
+
+    def head_staged(self, key: str) -> ObjectInfo | None:
+        return self.staged.get(key)
+
+    def read_staged_start(self, key: str, length: int) -> ObjectInfo | None:
+        info = self.staged.get(key)
+        return None if info is None else dataclasses.replace(info, start=info.start[:length])
+
+    def promote(self, key: str, checked: ObjectInfo) -> ObjectInfo:
+        if self.rewritten_after_check or self.staged.get(key) != checked:
+            raise ObjectChanged("the staged upload was written again after it was checked")
+        self.objects[key] = self.staged.pop(key)
+        return self.objects[key]
+
+    def delete(self, key: str) -> None:
+        super().delete(key)
+        self.staged.pop(key, None)
 
 
 class FakeFiles:

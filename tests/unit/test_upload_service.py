@@ -17,7 +17,7 @@ from app.storage import ObjectInfo, ProviderRegistry
 from app.uploads.policy import UploadPolicy
 from app.uploads.schemas import PresignRequest, SaveRequest
 from app.uploads.service import UploadService
-from tests.unit.fakes import FakeFiles, FakeRecorder, FakeStorage
+from tests.unit.fakes import FakeFiles, FakeRecorder, FakeStagingStorage, FakeStorage
 
 LIMIT = 1000
 
@@ -161,3 +161,39 @@ def test_an_upload_in_one_request_is_held_to_what_one_request_takes(
     service.issue_upload(azure, "alice", wanted, 300)
     with pytest.raises(PayloadTooLarge, match="fileSize 101 is over the 100 byte upload limit"):
         service.issue_upload(azure, "alice", wanted, 300, in_one_request=True)
+
+
+@pytest.fixture
+def staging(files: FakeFiles) -> tuple[UploadService, FakeStagingStorage]:
+    azure = FakeStagingStorage("azure")
+    providers = ProviderRegistry({"azure": azure}, {})
+    service = UploadService(files, UploadPolicy(LIMIT, ()), FakeRecorder(files), providers)  # type: ignore[arg-type]
+    return service, azure
+
+
+def test_a_staged_upload_is_checked_then_promoted_to_its_key(
+    staging: tuple[UploadService, FakeStagingStorage],
+) -> None:
+    service, azure = staging
+    key = issue(service, azure)
+    azure.staged[key] = ObjectInfo(size=5, content_type="text/plain", etag="e", start=b"notes")
+    row, created = service.save_upload("azure", "alice", SaveRequest(key, "blobName"))
+    assert created and row.size_bytes == 5
+    assert key in azure.objects and key not in azure.staged
+
+
+def test_a_staged_upload_written_again_during_its_check_is_409_and_not_recorded(
+    staging: tuple[UploadService, FakeStagingStorage], files: FakeFiles
+) -> None:
+    service, azure = staging
+    key = issue(service, azure)
+    azure.staged[key] = ObjectInfo(size=5, content_type="text/plain", etag="e", start=b"notes")
+    azure.rewritten_after_check = True
+    with pytest.raises(Conflict) as refused:
+        service.save_upload("azure", "alice", SaveRequest(key, "blobName"))
+    assert refused.value.status == 409
+    assert refused.value.message == (
+        "blobName's upload was written again while it was being checked; "
+        "call save-metadata again once it is finished"
+    )
+    assert files.files == {} and key not in azure.objects
