@@ -66,7 +66,9 @@ def register_extensions(app: Flask, settings: Settings) -> None:
     openapi.init_app(app, settings)
     page.init_app(app, settings, providers)
     repo = FileRepository(database.run, row_level_security=settings.db_row_level_security)
-    policy = UploadPolicy(settings.max_upload_bytes, settings.allowed_content_types)
+    policy = UploadPolicy(
+        settings.max_upload_bytes, settings.allowed_content_types, settings.require_checksums
+    )
     # Presign records are written behind the answers, by a thread of the recorder's.
     uploads = UploadService(repo, policy, PendingRecorder(repo.record_pending_batch), providers)
     app.extensions["uploads"] = uploads

@@ -121,6 +121,8 @@ class Settings:
     max_upload_bytes: int = 100 * 1024**2
     #: media-type patterns such as "image/*"; empty means any type
     allowed_content_types: tuple[str, ...] = ()
+    #: every presign must declare a checksum its provider checks (checksumSHA256 or contentMD5)
+    require_checksums: bool = False
     cors_allowed_origins: tuple[str, ...] = ()
     cors_allow_credentials: bool = False
     rate_limit_presign: str = "120/minute"
@@ -538,6 +540,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         auth=_auth_settings(r),
         max_upload_bytes=r.integer("MAX_UPLOAD_BYTES", d.max_upload_bytes, 1, 5 * 1024**4),
         allowed_content_types=_content_type_patterns(r),
+        require_checksums=r.switch("REQUIRE_CHECKSUMS", d.require_checksums),
         cors_allowed_origins=cors_origins,
         cors_allow_credentials=cors_credentials,
         rate_limit_presign=_rate_limit(r, "RATE_LIMIT_PRESIGN", d.rate_limit_presign),

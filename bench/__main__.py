@@ -10,7 +10,9 @@ It prints one table per workload and writes the numbers to bench/results/.
 from __future__ import annotations
 
 import argparse
+import base64
 import functools
+import hashlib
 import json
 import os
 import platform
@@ -142,12 +144,24 @@ def wrk(url: str, script: str, env: dict[str, str], seconds: float, connections:
 
 
 def presign_and_put(
-    session: requests.Session, server: Server, headers: dict[str, str], data: bytes
+    session: requests.Session,
+    server: Server,
+    headers: dict[str, str],
+    data: bytes,
+    *,
+    checksummed: bool = False,
 ) -> tuple[dict[str, Any], requests.Response]:
-    """Presign one small text upload through ``server`` and PUT ``data`` to it."""
+    """Presign one small text upload through ``server`` and PUT ``data`` to it.
+
+    ``checksummed``: on ours' own /s3/presign-upload, with the SHA-256 of ``data``.
+    """
+    path, body = "/presign-upload", BODY
+    if checksummed:
+        sha256 = base64.b64encode(hashlib.sha256(data).digest()).decode()
+        path, body = "/s3/presign-upload", json.dumps({**json.loads(BODY), "checksumSHA256": sha256})
     answer: dict[str, Any] = session.post(
-        f"{server.base}/presign-upload",
-        data=BODY,
+        f"{server.base}{path}",
+        data=body,
         headers={**headers, "Content-Type": "application/json"},
         timeout=30,
     ).json()
@@ -155,7 +169,9 @@ def presign_and_put(
     return answer, session.put(answer["presignedUrl"], data=data, headers=put_headers, timeout=30)
 
 
-def prepare_uploads(server: Server, count: int, token: str | None, keys_file: Path) -> None:
+def prepare_uploads(
+    server: Server, count: int, token: str | None, keys_file: Path, *, checksummed: bool = False
+) -> None:
     """Presign and PUT ``count`` small objects through ``server``; write their keys, one a line."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     session_local = threading.local()
@@ -164,7 +180,9 @@ def prepare_uploads(server: Server, count: int, token: str | None, keys_file: Pa
         session = getattr(session_local, "session", None)
         if session is None:
             session = session_local.session = requests.Session()
-        answer, response = presign_and_put(session, server, headers, b"benchmark bytes")
+        answer, response = presign_and_put(
+            session, server, headers, b"benchmark bytes", checksummed=checksummed
+        )
         response.raise_for_status()
         return str(answer["objectKey"])
 
@@ -332,6 +350,8 @@ def print_table(workload: Workload) -> dict[str, Any]:
         ratios["ours/ceiling"] = ours.rps / medians["ceiling"].rps
     if ours and "write-once" in medians:
         ratios["write-once/ours"] = medians["write-once"].rps / ours.rps
+    if ours and "checksummed" in medians:
+        ratios["checksummed/ours"] = medians["checksummed"].rps / ours.rps
     if ratios:
         print("  " + "   ".join(f"{k}: {v:.2f}x" for k, v in ratios.items()))
     return {
@@ -424,18 +444,21 @@ def main(argv: list[str] | None = None) -> int:
                 wrk_env = {"BODY": BODY, "TOKEN": tokens.get(server.name) or ""}
                 sample = wrk(server.base + path, "post_json.lua", wrk_env, sec, conn, args.wrk_threads)
                 presign.samples.setdefault(name, []).append(sample)
-            for name in ("ours", "baseline") if "save" in chosen else ():
-                server = next(s for s in servers if s.name == name)
+            for name in ("ours", "checksummed", "baseline") if "save" in chosen else ():
+                # checksummed: ours saving keys presigned with a SHA-256 (its checks' cost, side by side).
+                server = next(s for s in servers if s.name == ("ours" if name == "checksummed" else name))
                 keys_file = workdir / f"keys-{name}-{round_number}.txt"
                 # Enough fresh keys for the whole run: 1.5x the last round's rate.
                 earlier = save.samples.get(name)
-                rate = earlier[-1].rps if earlier else (3000 if name == "ours" else 600)
+                rate = earlier[-1].rps if earlier else (3000 if server is ours else 600)
                 count = max(1000, int(rate * 1.5 * sec))
-                prepare_uploads(server, count, tokens[name], keys_file)
+                prepare_uploads(
+                    server, count, tokens[server.name], keys_file, checksummed=name == "checksummed"
+                )
                 sample = wrk(
-                    server.base + "/save-metadata",
+                    server.base + ("/s3/save-metadata" if name == "checksummed" else "/save-metadata"),
                     "save.lua",
-                    {"KEYS_FILE": str(keys_file), "TOKEN": tokens[name] or ""},
+                    {"KEYS_FILE": str(keys_file), "TOKEN": tokens[server.name] or ""},
                     sec,
                     conn,
                     args.wrk_threads,

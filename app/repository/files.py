@@ -52,6 +52,9 @@ class StoredFile:
     uploaded_at: datetime | None
     #: what the bytes are, as save-metadata identified them (None: not named)
     detected_content_type: str | None = None
+    #: the whole file's digests, base64, as declared at presign and checked by the storage
+    checksum_sha256: str | None = None
+    content_md5: str | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,8 @@ class NewFile:
     size_bytes: int
     etag: str | None
     detected_content_type: str | None = None
+    checksum_sha256: str | None = None
+    content_md5: str | None = None
 
 
 # Presign records, written behind the response in batches (app/uploads/recorder.py):
@@ -121,7 +126,7 @@ SET_ACTING_USER = "SELECT set_config('app.user_id', %(acting_user_id)s, true);"
 
 _FILE_COLUMNS = (
     "id, {key}, file_url, user_id, file_name, content_type, size_bytes, etag, upload_timestamp,"
-    " detected_content_type"
+    " detected_content_type, checksum_sha256, content_md5"
 )
 
 # Mark the presign record saved and insert the row, atomically, in one round
@@ -145,9 +150,9 @@ _INSERT_FILE = """
         RETURNING object_key
     )
     INSERT INTO {table} ({key}, file_url, user_id, file_name, content_type, size_bytes, etag,
-                         detected_content_type)
+                         detected_content_type, checksum_sha256, content_md5)
     SELECT %(object_key)s, %(file_url)s, %(user_id)s, %(file_name)s, %(content_type)s,
-           %(size_bytes)s, %(etag)s, %(detected_content_type)s
+           %(size_bytes)s, %(etag)s, %(detected_content_type)s, %(checksum_sha256)s, %(content_md5)s
     FROM marked
     ON CONFLICT ({key}) DO NOTHING
     RETURNING {columns}
@@ -383,6 +388,8 @@ class FileRepository:
             "size_bytes": new.size_bytes,
             "etag": new.etag,
             "detected_content_type": new.detected_content_type,
+            "checksum_sha256": new.checksum_sha256,
+            "content_md5": new.content_md5,
         }
 
         def work(cur: QueryCursor) -> tuple[StoredFile | None, bool]:

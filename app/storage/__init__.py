@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from ..config import AzureSettings, ConfigError, Settings
 from .base import (
+    NO_CHECKSUMS,
+    Checksums,
     CorsRule,
     ListedObject,
     MultipartProvider,
@@ -19,6 +21,8 @@ from .http import UnusableProxy
 from .registry import ProviderRegistry
 
 __all__ = [
+    "NO_CHECKSUMS",
+    "Checksums",
     "CorsRule",
     "ListedObject",
     "MultipartProvider",

@@ -20,6 +20,24 @@ SLOW_LINK_BYTES_PER_SECOND = 256 * 1024
 
 
 @dataclass(frozen=True)
+class Checksums:
+    """Digests of a whole file, in base64 as ``x-amz-checksum-sha256`` and ``Content-MD5`` carry them."""
+
+    sha256: str | None = None
+    md5: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.sha256 is not None or self.md5 is not None
+
+    def names(self) -> tuple[str, ...]:
+        """The algorithms present (``sha256``, ``md5``), as ``verified_checksums`` names them."""
+        return tuple(name for name, value in (("sha256", self.sha256), ("md5", self.md5)) if value)
+
+
+NO_CHECKSUMS = Checksums()
+
+
+@dataclass(frozen=True)
 class ObjectInfo:
     """What a HEAD tells about a stored object (and its first bytes, when ``read_start`` read them)."""
 
@@ -27,6 +45,8 @@ class ObjectInfo:
     content_type: str | None
     etag: str | None
     start: bytes = b""
+    #: the checksums the object carries as its upload declared them (see ``presign_upload``)
+    checksums: Checksums = NO_CHECKSUMS
 
 
 @dataclass(frozen=True)
@@ -136,6 +156,10 @@ class StorageProvider(ABC):
     public_read: bool = False
     #: a ``create_only`` upload URL is refused by the storage once ``key`` exists
     write_once: bool = False
+    #: the whole-file checksums (``Checksums.names``) this provider checks an upload in one request against
+    verified_checksums: frozenset[str] = frozenset()
+    #: the provider refuses a request that carries more than one checksum (R2)
+    one_checksum_per_request: bool = False
 
     @abstractmethod
     def presign_upload(
@@ -147,6 +171,7 @@ class StorageProvider(ABC):
         *,
         create_only: bool = False,
         in_one_request: bool = False,
+        checksums: Checksums = NO_CHECKSUMS,
     ) -> PresignedUpload:
         """Sign a single-request upload of ``key``; every header it binds is in ``headers``.
 
@@ -154,6 +179,9 @@ class StorageProvider(ABC):
         provider is ``write_once``, the URL can create the object and never
         replace it. ``in_one_request`` (the client never uploads in blocks or
         parts): a URL that would allow more is narrowed to creating the object.
+        ``checksums`` (only those in ``verified_checksums``): the upload must
+        carry them, the storage checks the bytes against them, and the object
+        reports them afterwards (``ObjectInfo.checksums``).
         """
 
     @abstractmethod

@@ -28,6 +28,8 @@ from .base import (
     CORS_EXPOSED_HEADERS,
     CORS_MAX_AGE_SECONDS,
     CORS_METHODS,
+    NO_CHECKSUMS,
+    Checksums,
     CorsRule,
     ListedObject,
     MultipartProvider,
@@ -49,6 +51,11 @@ log = logging.getLogger(__name__)
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 # A HEAD is signed for this long: it is sent at once.
 _HEAD_URL_SECONDS = 60
+# A checksummed PUT also carries its checksum as user metadata, signed like the
+# checksum itself: S3 returns no checksum on a ranged GET (and has no MD5 to
+# return), but every GET returns the object's metadata.
+SHA256_METADATA = "x-amz-meta-checksum-sha256"
+MD5_METADATA = "x-amz-meta-content-md5"
 
 
 def quote_key(key: str) -> str:
@@ -75,6 +82,10 @@ class S3CompatibleProvider(MultipartProvider):
         # Browser POST-form uploads (policy with content-length-range): AWS has
         # them; R2 does not, and B2's list of supported S3 calls has no POST Object.
         self.supports_post_policy = settings.name == "s3"
+        # S3 and R2 check Content-MD5 and x-amz-checksum-sha256 against the body; R2 refuses
+        # a request with both. B2's S3 API checks Content-MD5 and takes no x-amz-checksum-*.
+        self.verified_checksums = frozenset(("md5",) if settings.name == "b2" else ("sha256", "md5"))
+        self.one_checksum_per_request = settings.name == "r2"
         self._settings = settings
         # AWS: the bucket's regional endpoint, so URLs never start on the
         # global host (which redirects, and a browser's CORS PUT cannot follow).
@@ -132,6 +143,7 @@ class S3CompatibleProvider(MultipartProvider):
         *,
         create_only: bool = False,
         in_one_request: bool = False,
+        checksums: Checksums = NO_CHECKSUMS,
     ) -> PresignedUpload:
         """Sign a PUT of ``key`` that must carry this content type (and length, if given).
 
@@ -141,10 +153,17 @@ class S3CompatibleProvider(MultipartProvider):
         so the URL cannot replace what save-metadata checked, and a PUT that
         leaves the header out does not match the signature (403).
         ``in_one_request`` changes nothing: a presigned PUT is one request.
+        ``checksums`` are signed as ``x-amz-checksum-sha256`` and ``Content-MD5``
+        (the storage refuses other bytes with BadDigest) and as metadata the
+        object keeps (``read_start`` reports them).
         """
         headers = {"Content-Type": content_type} if content_type else {}
         if create_only and self.write_once:
             headers["If-None-Match"] = "*"
+        if checksums.sha256:
+            headers["x-amz-checksum-sha256"] = headers[SHA256_METADATA] = checksums.sha256
+        if checksums.md5:
+            headers["Content-MD5"] = headers[MD5_METADATA] = checksums.md5
         signed = dict(headers)
         if content_length is not None:
             # Signed, so the provider refuses a body of any other length.
@@ -282,6 +301,7 @@ class S3CompatibleProvider(MultipartProvider):
             size=int(response.headers.get("content-length", "0")),
             content_type=response.headers.get("content-type"),
             etag=etag.strip('"') if etag else None,
+            checksums=_checksums(response.headers),
         )
 
     def read_start(self, key: str, length: int) -> ObjectInfo | None:
@@ -306,6 +326,7 @@ class S3CompatibleProvider(MultipartProvider):
             content_type=response.headers.get("content-type"),
             etag=etag.strip('"') if etag else None,
             start=response.body[:length],
+            checksums=_checksums(response.headers),
         )
 
     def _send(
@@ -461,6 +482,12 @@ class S3CompatibleProvider(MultipartProvider):
         except BotoCoreError as exc:
             log.warning("%s %s failed: %s", self.name, operation, type(exc).__name__)
             raise StorageError(f"{self.name} storage request failed, try again") from None
+
+
+def _checksums(headers: dict[str, str]) -> Checksums:
+    """The checksums a PUT signed by ``presign_upload`` left in the object's metadata."""
+    sha256, md5 = headers.get(SHA256_METADATA), headers.get(MD5_METADATA)
+    return Checksums(sha256, md5) if sha256 or md5 else NO_CHECKSUMS
 
 
 def _error_code(exc: ClientError) -> str:

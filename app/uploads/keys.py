@@ -9,9 +9,11 @@ keeps in its database (``service_secrets``):
   proves a key was issued by this service to this caller for this provider
   by recomputing it, with no database read and no record that must already
   be written;
-- a 4-byte *spec* tag over (random bytes, content type, declared size): what
-  the presign allowed, so an upload the signature could not pin down (Azure
-  SAS binds neither) is checked against it.
+- a 4-byte *spec* tag over (random bytes, content type, declared size, and the
+  declared checksums when there are any): what the presign allowed, so an
+  upload the signature could not pin down (Azure SAS binds none of them) is
+  checked against it, and the checksums an object reports are known to be
+  the ones declared.
 
 The same secret, keyed for another purpose, signs the URLs of the steps of
 an upload in parts that the service answers itself (its create and complete
@@ -28,6 +30,10 @@ import hmac
 import os
 import re
 import unicodedata
+from collections.abc import Iterator
+from itertools import product
+
+from ..storage.base import NO_CHECKSUMS, Checksums
 
 MAX_NAME_BYTES = 200
 
@@ -120,13 +126,24 @@ class KeySigner:
         mac.update(_fields(provider, user_id, nonce, name))
         return mac.digest()[:_OWNER_TAG_BYTES]
 
-    def _spec_tag(self, nonce: bytes, content_type: str, declared_size: int | None) -> bytes:
+    def _spec_tag(
+        self, nonce: bytes, content_type: str, declared_size: int | None, checksums: Checksums
+    ) -> bytes:
         mac = self._spec.copy()
         mac.update(_fields(nonce, content_type, "" if declared_size is None else str(declared_size)))
+        if checksums:
+            # Only then: keys issued before checksums existed keep their tags.
+            mac.update(_fields("sha256", checksums.sha256 or "", "md5", checksums.md5 or ""))
         return mac.digest()[:_SPEC_TAG_BYTES]
 
     def issue(
-        self, provider: str, user_id: str, clean_name: str, content_type: str, declared_size: int | None
+        self,
+        provider: str,
+        user_id: str,
+        clean_name: str,
+        content_type: str,
+        declared_size: int | None,
+        checksums: Checksums = NO_CHECKSUMS,
     ) -> str:
         """Return a fresh key for ``user_id`` and an already cleaned, non-empty file name.
 
@@ -134,7 +151,7 @@ class KeySigner:
         """
         nonce = os.urandom(_NONCE_BYTES)
         owner = self._owner_tag(provider, user_id, nonce, clean_name)
-        spec = self._spec_tag(nonce, content_type, declared_size)
+        spec = self._spec_tag(nonce, content_type, declared_size, checksums)
         return f"{nonce.hex()}{owner.hex()}{spec.hex()}-{clean_name}"
 
     def step_signature(
@@ -170,19 +187,40 @@ class KeySigner:
         expected = self._owner_tag(provider, user_id, bytes.fromhex(nonce), name)
         return hmac.compare_digest(expected.hex(), owner)
 
-    def matches_presign(self, key: str, content_type: str, size: int) -> bool:
-        """Say whether an uploaded object is what its presign allowed.
+    def matches_presign(
+        self, key: str, content_type: str, size: int, reported: Checksums = NO_CHECKSUMS
+    ) -> bool:
+        """Say whether an uploaded object is what its presign allowed (``declared_checksums``)."""
+        return self.declared_checksums(key, content_type, size, reported) is not None
 
-        ``content_type`` is the stored object's type, normalized. True when
-        the presign was for this type, or for any type (issued with ``""``),
-        and for exactly ``size`` bytes or for an undeclared size.
+    def declared_checksums(
+        self, key: str, content_type: str, size: int, reported: Checksums = NO_CHECKSUMS
+    ) -> Checksums | None:
+        """Say what an uploaded object's presign declared, or ``None`` when the object is not what it allowed.
+
+        ``content_type`` is the stored object's type, normalized; ``reported``
+        the checksums the object carries. The object matches when the presign
+        was for this type, or for any type (issued with ``""``), for exactly
+        ``size`` bytes or an undeclared size, and declared checksums the
+        object reports (or none). The answer is the checksums declared: those
+        of ``reported`` a presign signed, never one it did not.
         """
         match = _TAGGED_KEY.fullmatch(key)
         if match is None:
-            return False
+            return None
         nonce, spec = bytes.fromhex(match.group(1)), match.group(3)
-        return any(
-            hmac.compare_digest(self._spec_tag(nonce, presigned_type, declared).hex(), spec)
-            for presigned_type in (content_type, "")
-            for declared in (size, None)
-        )
+        for declared_checksums, presigned_type, declared in product(
+            _declarable(reported), (content_type, ""), (size, None)
+        ):
+            tag = self._spec_tag(nonce, presigned_type, declared, declared_checksums)
+            if hmac.compare_digest(tag.hex(), spec):
+                return declared_checksums
+        return None
+
+
+def _declarable(reported: Checksums) -> Iterator[Checksums]:
+    """Each set of checksums a presign may have declared for an object reporting ``reported``."""
+    shas = (reported.sha256, None) if reported.sha256 else (None,)
+    md5s = (reported.md5, None) if reported.md5 else (None,)
+    for sha256, md5 in product(shas, md5s):
+        yield Checksums(sha256, md5)

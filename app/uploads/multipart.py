@@ -128,8 +128,9 @@ class MultipartService:
     def params(self, provider: MultipartProvider, user_id: str, wanted: PresignRequest) -> dict[str, Any]:
         """Sign a single upload: a size-bounded POST form if the provider takes one, else a PUT."""
         expires = self._max_expires
-        if not provider.supports_post_policy:
+        if not provider.supports_post_policy or wanted.checksums:
             # Uppy (getUploadParameters) sends the headers answered: the PUT can be write-once.
+            # A checksum is a header of the PUT (a declared checksum also pins the length).
             upload = self._uploads.issue_upload(provider, user_id, wanted, expires, create_only=True)
             return {
                 "method": "PUT",
@@ -139,7 +140,7 @@ class MultipartService:
                 "key": upload.object_key,
             }
         limit = self._policy.limit_for(provider.max_single_upload_bytes)
-        key = self._issue(provider, user_id, wanted, limit, expires)
+        key = self._issue(provider, user_id, wanted, limit, expires, in_parts=False)
         most = wanted.file_size if wanted.file_size is not None else limit
         url, fields = provider.presign_post(key, wanted.content_type, most, expires)
         return {"method": "POST", "url": url, "fields": fields, "headers": {}, "key": key}
@@ -218,9 +219,16 @@ class MultipartService:
         provider.abort_multipart(key, upload_id)
 
     def _issue(
-        self, provider: MultipartProvider, user_id: str, wanted: PresignRequest, limit: int, expires: int
+        self,
+        provider: MultipartProvider,
+        user_id: str,
+        wanted: PresignRequest,
+        limit: int,
+        expires: int,
+        *,
+        in_parts: bool = True,
     ) -> str:
-        key = self._uploads.issue_key(provider, user_id, wanted, limit)
+        key = self._uploads.issue_key(provider, user_id, wanted, limit, in_parts=in_parts)
         self._uploads.remember(provider, user_id, wanted, key, datetime.now(UTC) + timedelta(seconds=expires))
         return key
 

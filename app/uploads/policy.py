@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import PayloadTooLarge, UnprocessableEntity, UnsupportedMediaType
+from ..errors import BadRequest, PayloadTooLarge, UnprocessableEntity, UnsupportedMediaType
+
+# The request fields that declare each checksum (``Checksums.names``).
+CHECKSUM_FIELDS = {"sha256": "checksumSHA256", "md5": "contentMD5"}
 
 
 def media_essence(content_type: str) -> str:
@@ -60,6 +63,55 @@ class UploadPolicy:
     max_bytes: int
     #: patterns such as "image/*" or "application/pdf"; empty allows any type
     allowed_types: tuple[str, ...] = ()
+    #: every upload must declare a checksum the provider checks (``REQUIRE_CHECKSUMS``)
+    require_checksums: bool = False
+
+    def check_checksums(
+        self,
+        declared: tuple[str, ...],
+        *,
+        provider: str,
+        verified: frozenset[str],
+        one_per_request: bool,
+        in_parts: bool,
+    ) -> None:
+        """Refuse checksums ``provider`` would not check for this upload, rather than pretend to.
+
+        ``declared`` names the algorithms sent (``Checksums.names``); ``verified``
+        those the provider checks an upload in one request against.
+        """
+        usable = " or ".join(CHECKSUM_FIELDS[name] for name in sorted(verified, reverse=True))
+        if not declared:
+            if not self.require_checksums:
+                return
+            if in_parts:
+                raise BadRequest(
+                    "uploads in parts are refused here: this service requires a checksum of every file "
+                    "(REQUIRE_CHECKSUMS), and no provider checks one for an upload in parts; presign the "
+                    f"file as one upload with {usable}"
+                )
+            raise BadRequest(
+                f"a checksum of the file is required (REQUIRE_CHECKSUMS): send {usable}, "
+                f"the base64 of its digest, which {provider} checks the upload against"
+            )
+        fields = " and ".join(CHECKSUM_FIELDS[name] for name in declared)
+        if in_parts:
+            raise BadRequest(
+                f"{fields} cannot be checked for an upload in parts ({provider} checks parts one by one, "
+                "never the whole file against one digest); presign the file as one upload, "
+                "or leave the checksum out"
+            )
+        for name in declared:
+            if name not in verified:
+                raise BadRequest(
+                    f"{CHECKSUM_FIELDS[name]} cannot be checked by {provider}, which checks only {usable}; "
+                    f"send that instead, or no checksum"
+                )
+        if one_per_request and len(declared) > 1:
+            raise BadRequest(
+                f"{provider} refuses an upload that carries two checksums: send checksumSHA256 "
+                "or contentMD5, not both"
+            )
 
     def allows_type(self, content_type: str, *, public: bool = False) -> bool:
         """Return whether ``content_type`` may be stored (``public``: in a bucket anyone can read)."""

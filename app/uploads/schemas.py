@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 from collections.abc import Mapping
@@ -13,6 +15,7 @@ from defusedxml import DefusedXmlException
 from defusedxml import ElementTree as DefusedElementTree
 
 from ..errors import BadRequest, Forbidden, NotFound
+from ..storage.base import NO_CHECKSUMS, Checksums
 from .keys import clean_file_name
 
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"  # noqa: S105 - an HTTP token, not a password
@@ -34,6 +37,8 @@ class PresignRequest:
     file_size: int | None
     #: the client sends the file in one PUT, never in blocks (``singlePut``)
     single_put: bool = False
+    #: ``checksumSHA256`` and ``contentMD5``, when the client declared them
+    checksums: Checksums = NO_CHECKSUMS
 
 
 @dataclass(frozen=True)
@@ -100,8 +105,45 @@ def parse_presign(body: dict[str, Any], *, type_required: bool = True) -> Presig
     if not isinstance(single_put, bool):
         raise BadRequest("singlePut must be true or false")
     return PresignRequest(
-        file_name=file_name, content_type=content_type, file_size=size, single_put=single_put
+        file_name=file_name,
+        content_type=content_type,
+        file_size=size,
+        single_put=single_put,
+        checksums=parse_checksums(body),
     )
+
+
+# (field, digest bytes, algorithm, the header that carries it), for messages
+_CHECKSUM_FIELDS = {
+    "checksumSHA256": (32, "SHA-256", "x-amz-checksum-sha256"),
+    "contentMD5": (16, "MD5", "Content-MD5"),
+}
+
+
+def parse_checksums(body: Mapping[str, Any]) -> Checksums:
+    """Read the optional ``checksumSHA256`` and ``contentMD5``: base64 of the whole file's digest."""
+    sha256, md5 = (_checksum(body.get(field), field) for field in _CHECKSUM_FIELDS)
+    return Checksums(sha256, md5) if sha256 or md5 else NO_CHECKSUMS
+
+
+def _checksum(value: object, field: str) -> str | None:
+    if value is None:
+        return None
+    size, algorithm, header = _CHECKSUM_FIELDS[field]
+    shape = f"the base64 of the file's {size}-byte {algorithm} digest, as {header} carries it"
+    if not isinstance(value, str):
+        raise BadRequest(f"{field} must be a string: {shape}")
+    value = value.strip()
+    if re.fullmatch(f"[0-9a-fA-F]{{{2 * size}}}", value):
+        raise BadRequest(f"{field} is hexadecimal; send {shape}")
+    try:
+        digest = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        digest = b""
+    # Canonical base64 only (padding, no stray bits): the value is signed into a header as it stands.
+    if len(digest) != size or base64.b64encode(digest).decode("ascii") != value:
+        raise BadRequest(f"{field} must be {shape} ({len(base64.b64encode(bytes(size)))} characters)")
+    return value
 
 
 def parse_save(body: dict[str, Any], key_fields: tuple[str, ...]) -> SaveRequest:
@@ -191,11 +233,12 @@ def parse_key(value: object, field: str = "key") -> str:
 def _wanted(
     body: dict[str, Any], name_field: str, type_field: str, size_field: str, *, type_required: bool = True
 ) -> PresignRequest:
-    """What a client wants to upload, under the field names its protocol uses."""
+    """What a client wants to upload, under the field names its protocol uses (checksums: ours)."""
     renamed = {
         "fileName": body.get(name_field),
         "contentType": body.get(type_field),
         "fileSize": body.get(size_field),
+        **{field: body.get(field) for field in _CHECKSUM_FIELDS},
     }
     try:
         return parse_presign(renamed, type_required=type_required)
@@ -260,7 +303,18 @@ def parse_sign(body: dict[str, Any], bucket: str) -> SignRequest:
 
 
 def parse_companion_file(values: dict[str, Any]) -> PresignRequest:
-    """Read ``filename``, ``type`` and the optional ``size`` of a Companion-style request."""
+    """Read ``filename``, ``type`` and the optional ``size`` of a Companion-style request.
+
+    A checksum may come as a field of its own or in Uppy's file metadata:
+    ``metadata[checksumSHA256]`` in /s3/params' query, ``metadata`` in a body.
+    """
+    metadata = values.get("metadata")
+    for field in _CHECKSUM_FIELDS:
+        if values.get(field) is None:
+            nested = metadata.get(field) if isinstance(metadata, dict) else None
+            found = values.get(f"metadata[{field}]", nested)
+            if found is not None:
+                values = {**values, field: found}
     size = values.get("size")
     if isinstance(size, str):
         if not (size.isascii() and size.isdigit() and len(size) <= 16):

@@ -21,6 +21,8 @@ from ..errors import (
 )
 from ..repository import AbandonedUpload, FileDeleted, FileRepository, NewFile, PendingUpload, StoredFile
 from ..storage import (
+    NO_CHECKSUMS,
+    Checksums,
     ObjectInfo,
     PresignedUpload,
     ProviderRegistry,
@@ -53,6 +55,14 @@ class IssuedUpload:
 
 def _cleaned_up(field: str) -> Gone:
     return Gone(f"{field}'s upload was cleaned up (abandoned, or refused at save); presign the file again")
+
+
+def _not_presigned(field: str, info: ObjectInfo) -> str:
+    """Say what arrived for a key whose tags say its presign allowed something else."""
+    return (
+        f"the uploaded file ({info.size} bytes, {info.content_type or 'no content type'}) is not what "
+        f"{field} was presigned for (its type, size or checksum differs); it was deleted"
+    )
 
 
 def _owned_row(row: StoredFile | None, user_id: str, field: str) -> StoredFile:
@@ -99,11 +109,20 @@ class UploadService:
                 signer = self._signer
         return signer
 
-    def issue_key(self, provider: StorageProvider, user_id: str, wanted: PresignRequest, limit: int) -> str:
+    def issue_key(
+        self,
+        provider: StorageProvider,
+        user_id: str,
+        wanted: PresignRequest,
+        limit: int,
+        *,
+        in_parts: bool = False,
+    ) -> str:
         """Check what is wanted against the policy and pick a key bound to ``user_id``.
 
         ``limit`` is the most the provider takes through the way this key will
-        be uploaded (one PUT, or parts).
+        be uploaded (one request, or parts: ``in_parts``). The key's tags bind
+        the declared type, size and checksums.
         """
         if not wanted.content_type and provider.public_read:
             # Nothing would stop an HTML page from landing where anyone can open it.
@@ -112,12 +131,20 @@ class UploadService:
                 "so an upload's type must be signed"
             )
         self._policy.check_presign(wanted.content_type, wanted.file_size, limit, public=provider.public_read)
+        self._policy.check_checksums(
+            wanted.checksums.names(),
+            provider=provider.name,
+            verified=provider.verified_checksums,
+            one_per_request=provider.one_checksum_per_request,
+            in_parts=in_parts,
+        )
         return self.key_signer().issue(
             provider.name,
             user_id,
             wanted.file_name,
             normalize_media_type(wanted.content_type),
             wanted.file_size,
+            wanted.checksums,
         )
 
     def remember(
@@ -166,8 +193,9 @@ class UploadService:
         replacement); ``in_one_request``, it never uploads in blocks (an Azure
         SAS is then create only).
         """
-        # A client that says it sends one PUT gets a URL that allows no more.
-        in_one_request = in_one_request or wanted.single_put
+        # A client that says it sends one PUT gets a URL that allows no more; a
+        # checksum is checked only for an upload in one request.
+        in_one_request = in_one_request or wanted.single_put or bool(wanted.checksums)
         limit = provider.max_one_request_bytes if in_one_request else provider.max_single_upload_bytes
         key = self.issue_key(provider, user_id, wanted, limit)
         upload = provider.presign_upload(
@@ -177,6 +205,7 @@ class UploadService:
             expires_in,
             create_only=create_only,
             in_one_request=in_one_request,
+            checksums=wanted.checksums,
         )
         # Swept no sooner than the URL expires (an Azure SAS for a large file outlives
         # expires_in), nor while a PUT of the declared size that began just before the
@@ -251,11 +280,9 @@ class UploadService:
             size=info.size, content_type=info.content_type, public=provider.public_read
         )
         content_type = normalize_media_type(info.content_type or "")
-        if problem is None and not self.key_signer().matches_presign(key, content_type, info.size):
-            problem = UnprocessableEntity(
-                f"the uploaded file ({info.size} bytes, {info.content_type or 'no content type'}) is not "
-                f"what {wanted.field} was presigned for; it was deleted"
-            )
+        declared = self.key_signer().declared_checksums(key, content_type, info.size, info.checksums)
+        if problem is None and declared is None:
+            problem = UnprocessableEntity(_not_presigned(wanted.field, info))
         detected = None
         if problem is None:
             detected, problem = content_problem(
@@ -265,7 +292,8 @@ class UploadService:
             return self._refuse(provider, user_id, wanted, problem)
         if stager is not None:
             info = self._promote(stager, wanted, info)
-        return self._record(provider, user_id, wanted, key.split("-", 1)[1], info, detected)
+        assert declared is not None
+        return self._record(provider, user_id, wanted, key.split("-", 1)[1], info, detected, declared)
 
     def _refuse(
         self, provider: StorageProvider, user_id: str, wanted: SaveRequest, problem: ApiError
@@ -330,7 +358,8 @@ class UploadService:
             return self._refuse(provider, user_id, wanted, problem)
         if stager is not None:
             info = self._promote(stager, wanted, info)
-        return self._record(provider, user_id, wanted, pending.file_name, info, detected)
+        # Keys in the guides' form are never issued with a checksum.
+        return self._record(provider, user_id, wanted, pending.file_name, info, detected, NO_CHECKSUMS)
 
     @staticmethod
     def _promote(provider: StagingProvider, wanted: SaveRequest, checked: ObjectInfo) -> ObjectInfo:
@@ -373,6 +402,7 @@ class UploadService:
         file_name: str,
         info: ObjectInfo,
         detected: str | None,
+        checksums: Checksums,
     ) -> tuple[StoredFile, bool]:
         key = wanted.key
         try:
@@ -387,6 +417,8 @@ class UploadService:
                     size_bytes=info.size,
                     etag=info.etag,
                     detected_content_type=detected,
+                    checksum_sha256=checksums.sha256,
+                    content_md5=checksums.md5,
                 ),
             )
         except AbandonedUpload:

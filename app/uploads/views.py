@@ -64,6 +64,8 @@ def file_body(row: StoredFile) -> dict[str, Any]:
         "contentType": row.content_type,
         "detectedContentType": row.detected_content_type,
         "size": row.size_bytes,
+        "checksumSHA256": row.checksum_sha256,
+        "contentMD5": row.content_md5,
         "etag": row.etag,
         "fileUrl": row.file_url,
         "uploadedAt": row.uploaded_at.isoformat().replace("+00:00", "Z") if row.uploaded_at else None,

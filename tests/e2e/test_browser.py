@@ -1,13 +1,16 @@
 """The upload page in a real browser: Debian's Chromium, driven by Playwright, against the running service.
 
-Each provider gets a small file and (S3, R2, B2 in parts; Azure in blocks) a
-12 MiB one; both are listed, downloaded and compared byte for byte; one is
+Each provider gets a small file and a 12 MiB one (S3 and R2: each in one PUT
+with the SHA-256 the page computed, which is stored; B2 in parts; Azure in
+blocks); both are listed, downloaded and compared byte for byte; one is
 deleted; a file of a type the service refuses shows the service's message.
 A screenshot of the page after the uploads is written to tests/artifacts/.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import shutil
 import threading
@@ -32,6 +35,10 @@ REFUSED_MESSAGE = (
     "blocked.exe: contentType application/x-msdownload is not allowed; "
     "allowed: text/*, application/octet-stream"
 )
+
+
+def sha256_base64(data: bytes) -> str:
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
 
 
 def chromium_path() -> str:
@@ -109,6 +116,14 @@ def test_upload_page_end_to_end_in_chromium(served: str) -> None:
                     page.get_by_role("link", name=f"Download {name}").click()
                 assert download.value.suggested_filename == name
                 assert Path(download.value.path()).read_bytes() == data, f"{provider}: {name} differs"
+            # S3 and R2 files up to 64 MiB went in one PUT with the SHA-256 the page computed.
+            listed = page.evaluate(f"fetch('/{provider}/files').then((r) => r.json())")["files"]
+            checksums = {f["fileName"]: f["checksumSHA256"] for f in listed}
+            expected = {
+                n: sha256_base64(d) if provider in ("s3", "r2") else None
+                for n, d in ((small, SMALL), (large, LARGE))
+            }
+            assert checksums == expected, provider
             page.locator(".uppy-StatusBar-actionBtn--done").click()
 
         # A type the service refuses: its own message, on that file.

@@ -85,7 +85,8 @@ def test_undeclared_upload_over_the_limit_is_deleted_and_refused(
 
 
 NOT_PRESIGNED = (
-    "the uploaded file ({size} bytes, {type}) is not what objectKey was presigned for; it was deleted"
+    "the uploaded file ({size} bytes, {type}) is not what objectKey was presigned for "
+    "(its type, size or checksum differs); it was deleted"
 )
 
 

@@ -8,7 +8,16 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 from app.repository import AbandonedUpload, KeyState, NewFile, PendingUpload, StoredFile
-from app.storage import CorsRule, ListedObject, ObjectInfo, PresignedUpload, StagingProvider, StorageProvider
+from app.storage import (
+    NO_CHECKSUMS,
+    Checksums,
+    CorsRule,
+    ListedObject,
+    ObjectInfo,
+    PresignedUpload,
+    StagingProvider,
+    StorageProvider,
+)
 from app.storage.base import ObjectChanged
 
 
@@ -32,6 +41,7 @@ class FakeStorage(StorageProvider):
         *,
         create_only: bool = False,
         in_one_request: bool = False,
+        checksums: Checksums = NO_CHECKSUMS,
     ) -> PresignedUpload:
         headers = {"Content-Type": content_type} if content_type else {}
         expires_at = datetime.now(UTC) + timedelta(seconds=expires_in)
@@ -148,6 +158,9 @@ class FakeFiles:
             new.size_bytes,
             new.etag,
             datetime.now(UTC),
+            new.detected_content_type,
+            new.checksum_sha256,
+            new.content_md5,
         )
         self.files[(provider, new.object_key)] = row
         pending = self.pending.get(new.object_key)

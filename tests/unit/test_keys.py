@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from app.storage import NO_CHECKSUMS, Checksums
 from app.uploads.keys import MAX_NAME_BYTES, KeySigner, clean_file_name
 
 
@@ -107,6 +108,31 @@ def test_spec_tag_checks_type_and_declared_size() -> None:
     any_type_sized = SIGNER.issue("s3", "alice", "a.txt", "", 10)
     assert SIGNER.matches_presign(any_type_sized, "image/png", 10)
     assert not SIGNER.matches_presign(any_type_sized, "image/png", 11)
+
+
+SHA = "n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg="
+MD5 = "CY9rzUYh03PK3k6DJie09g=="
+
+
+def test_spec_tag_binds_declared_checksums_and_says_which_were_declared() -> None:
+    both = SIGNER.issue("s3", "alice", "a.txt", "text/plain", 10, Checksums(SHA, MD5))
+    assert SIGNER.declared_checksums(both, "text/plain", 10, Checksums(SHA, MD5)) == Checksums(SHA, MD5)
+    # An object that reports other checksums, or fewer, is not what was presigned.
+    assert SIGNER.declared_checksums(both, "text/plain", 10, Checksums(SHA, None)) is None
+    assert SIGNER.declared_checksums(both, "text/plain", 10, Checksums(SHA, "X" + MD5[1:])) is None
+    assert SIGNER.declared_checksums(both, "text/plain", 10) is None
+    assert SIGNER.declared_checksums(both, "text/html", 10, Checksums(SHA, MD5)) is None
+    only_md5 = SIGNER.issue("azure", "alice", "a.txt", "", None, Checksums(md5=MD5))
+    assert SIGNER.declared_checksums(only_md5, "image/png", 7, Checksums(md5=MD5)) == Checksums(md5=MD5)
+    assert SIGNER.declared_checksums(only_md5, "image/png", 7, Checksums(SHA, MD5)) == Checksums(md5=MD5)
+    assert SIGNER.declared_checksums(only_md5, "image/png", 7, Checksums(md5=SHA[:24])) is None
+
+
+def test_a_checksum_an_object_reports_that_no_presign_declared_is_not_taken_as_declared() -> None:
+    plain = SIGNER.issue("s3", "alice", "a.txt", "text/plain", 10)
+    assert SIGNER.declared_checksums(plain, "text/plain", 10, Checksums(SHA, MD5)) == NO_CHECKSUMS
+    assert SIGNER.declared_checksums(plain, "text/plain", 10) == NO_CHECKSUMS
+    assert SIGNER.declared_checksums(plain, "text/plain", 11, Checksums(SHA)) is None
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from app.errors import ApiError, BadRequest, PayloadTooLarge, UnsupportedMediaType
+from app.storage import Checksums
 from app.uploads.policy import UploadPolicy
 from app.uploads.schemas import (
     MAX_BATCH_PARTS,
@@ -91,3 +92,18 @@ def test_the_stored_object_is_judged_on_its_own() -> None:
     too_big = policy.problem_with_stored(size=101, content_type="text/plain")
     assert isinstance(too_big, PayloadTooLarge) and "it was deleted" in too_big.message
     assert policy.problem_with_stored(size=100, content_type="text/plain") is None
+
+
+MD5 = "CY9rzUYh03PK3k6DJie09g=="
+
+
+def test_checksums_are_read_in_canonical_base64() -> None:
+    assert parse_presign(
+        {"fileName": "a", "contentType": "text/plain", "contentMD5": f" {MD5} "}
+    ).checksums == (Checksums(md5=MD5))
+    assert not parse_presign({"fileName": "a", "contentType": "text/plain", "contentMD5": None}).checksums
+    # The same 16 bytes with stray bits in the last character: not what a header may carry as signed.
+    with pytest.raises(BadRequest, match="contentMD5 must be the base64 of the file's 16-byte MD5 digest"):
+        parse_presign({"fileName": "a", "contentType": "text/plain", "contentMD5": MD5[:21] + "h=="})
+    with pytest.raises(BadRequest, match="contentMD5 must be the base64"):
+        parse_presign({"fileName": "a", "contentType": "text/plain", "contentMD5": MD5.rstrip("=")})

@@ -13,7 +13,7 @@ from app.errors import (
     ServiceUnavailable,
     UnprocessableEntity,
 )
-from app.storage import ObjectInfo, ProviderRegistry
+from app.storage import Checksums, ObjectInfo, ProviderRegistry
 from app.uploads.policy import UploadPolicy
 from app.uploads.schemas import PresignRequest, SaveRequest
 from app.uploads.service import UploadService
@@ -81,9 +81,26 @@ def test_an_object_that_is_not_what_was_presigned_is_refused_and_deleted(
     s3 = storage["s3"]
     key = issue(service, s3)
     s3.objects[key] = ObjectInfo(size=6, content_type="text/plain", etag='"e"')
-    with pytest.raises(UnprocessableEntity, match="is not what objectKey was presigned for; it was deleted"):
+    with pytest.raises(
+        UnprocessableEntity,
+        match=r"is not what objectKey was presigned for \(its type, size or checksum differs\); it was",
+    ):
         service.save_upload("s3", "alice", SaveRequest(key, "objectKey"))
     assert s3.deleted == [key] and key in files.claimed and not files.files
+
+
+def test_only_the_checksums_a_presign_declared_are_recorded(
+    service: UploadService, files: FakeFiles, storage: dict[str, FakeStorage]
+) -> None:
+    s3 = storage["s3"]
+    s3.verified_checksums = frozenset({"sha256", "md5"})
+    sha, md5 = "n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg=", "CY9rzUYh03PK3k6DJie09g=="
+    wanted = PresignRequest("notes.txt", "text/plain", 5, checksums=Checksums(md5=md5))
+    key = service.issue_upload(s3, "alice", wanted, 300).object_key
+    # The client added a SHA-256 of its own to the object: it was never declared, nor checked.
+    s3.objects[key] = ObjectInfo(size=5, content_type="text/plain", etag='"e"', checksums=Checksums(sha, md5))
+    row, created = service.save_upload("s3", "alice", SaveRequest(key, "objectKey"))
+    assert created and (row.checksum_sha256, row.content_md5) == (None, md5)
 
 
 def test_an_object_over_the_limit_is_refused_and_deleted(
