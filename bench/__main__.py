@@ -18,6 +18,7 @@ import os
 import platform
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -140,6 +141,71 @@ def wrk(url: str, script: str, env: dict[str, str], seconds: float, connections:
         p99_ms=data["p99_us"] / 1000,
         errors=data["errors"] + data["non_2xx"],
         requests=data["requests"],
+    )
+
+
+SLOW_CONNECTIONS = 50
+
+
+class SlowClients:
+    """Connections that send a request's headers one byte a second (slowloris), never finishing them."""
+
+    def __init__(self, host: str, port: int, count: int = SLOW_CONNECTIONS):
+        self._address, self._count = (host, port), count
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="slow-clients", daemon=True)
+
+    def __enter__(self) -> SlowClients:
+        self._thread.start()
+        time.sleep(2)  # every connection open and started before the load begins
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        request = b"GET /healthz HTTP/1.1\r\nHost: bench\r\nX-Slow: " + b"a" * 100_000
+        sockets = []
+        for _ in range(self._count):
+            try:
+                sockets.append(socket.create_connection(self._address, timeout=5))
+            except OSError:
+                break
+        sent = 0
+        while not self._stop.wait(1.0) and sent < len(request):
+            for sock in list(sockets):
+                try:
+                    sock.send(request[sent : sent + 1])
+                except OSError:
+                    sockets.remove(sock)  # the server closed it: what it should do
+            sent += 1
+        for sock in sockets:
+            sock.close()
+
+
+def health_probe(base: str, seconds: float) -> Sample:
+    """GET /healthz in a loop for ``seconds``; a request that takes over 2 s counts as an error."""
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.monotonic() + seconds
+    with requests.Session() as session:
+        while time.monotonic() < deadline:
+            started = time.monotonic()
+            try:
+                ok = session.get(f"{base}/healthz", timeout=2).status_code == 200
+            except requests.RequestException:
+                ok = False
+            latencies.append((time.monotonic() - started) * 1000)
+            errors += not ok
+            time.sleep(0.05)
+    latencies.sort()
+    return Sample(
+        rps=len(latencies) / seconds,
+        p50_ms=latencies[len(latencies) // 2],
+        p99_ms=latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+        errors=errors,
+        requests=len(latencies),
     )
 
 
@@ -377,12 +443,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        default="presign,save,cycle,listing",
-        help="comma-separated workloads to run (presign, save, cycle, listing); default all",
+        default="presign,save,cycle,listing,slow",
+        help="comma-separated workloads to run (presign, save, cycle, listing, slow); default all",
     )
     args = parser.parse_args(argv)
     chosen = {name.strip() for name in args.only.split(",") if name.strip()}
-    unknown = chosen - {"presign", "save", "cycle", "listing"}
+    unknown = chosen - {"presign", "save", "cycle", "listing", "slow"}
     if unknown:
         parser.error(f"unknown workload(s) in --only: {', '.join(sorted(unknown))}")
     if shutil.which("wrk") is None:
@@ -432,6 +498,11 @@ def main(argv: list[str] | None = None) -> int:
             "ours only: GET /P/files?limit=20 at random cursors; 1 row in 10 is the caller's; "
             "each page signs 20 download URLs",
         )
+        slow = Workload(
+            "slow clients",
+            f"ours with {SLOW_CONNECTIONS} connections sending headers one byte a second: presign at 16 "
+            "connections (wrk) and a /healthz probe (errors: no answer within 2 s)",
+        )
         cursors = seed_listing(database_url, "bench-user", workdir) if "listing" in chosen else {}
         conn, sec = args.connections, args.seconds
         for round_number in range(1, args.rounds + 1):
@@ -480,6 +551,17 @@ def main(argv: list[str] | None = None) -> int:
                     ours.base + f"/{provider}/files", "list.lua", list_env, sec, conn, args.wrk_threads
                 )
                 listing.samples.setdefault(label, []).append(sample)
+            if "slow" in chosen:
+                # Ours with 50 slowloris connections open: presign at 16 connections, and /healthz.
+                wrk_env = {"BODY": BODY, "TOKEN": token}
+                with SlowClients("127.0.0.1", ours.port), ThreadPoolExecutor(1) as pool:
+                    probe = pool.submit(health_probe, ours.base, sec)
+                    sample = wrk(
+                        ours.base + "/presign-upload", "post_json.lua", wrk_env, sec, 16, args.wrk_threads
+                    )
+                    health = probe.result()
+                slow.samples.setdefault("presign", []).append(sample)
+                slow.samples.setdefault("healthz", []).append(health)
 
         memory = {s.name: s.worker_memory_mb() for s in servers}
         if args.profile:
@@ -521,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         print(f"\nwrk {conn} connections, {sec:.0f} s runs, {args.rounds} interleaved rounds; "
               f"gunicorn {args.workers} workers x {args.threads} threads; medians over rounds")  # fmt: skip
-        for workload in (presign, save, full):
+        for workload in (presign, save, full, slow):
             if not workload.samples:
                 continue
             results["workloads"][workload.name] = print_table(workload)
