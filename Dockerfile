@@ -1,4 +1,4 @@
-# The upload service: gunicorn serving app:create_app() on port 3000.
+# The upload service: granian serving app:create_app on port 3000 (SERVER=gunicorn: gunicorn instead).
 # Build: docker build -t upload-service .
 # Run:   docker run -p 3000:3000 --env-file .env upload-service
 

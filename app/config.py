@@ -26,7 +26,7 @@ S3_FAMILY: tuple[str, ...] = ("s3", "r2", "b2")
 # The only APP_ENV values under which AUTH_MODE=dev (trust any caller) is accepted.
 DEV_AUTH_APP_ENVS = ("development", "test")
 
-# Threads per server process (gunicorn's gthread workers, GUNICORN_THREADS).
+# Request threads per server process (WEB_THREADS; GUNICORN_THREADS, its earlier name, still counts).
 DEFAULT_SERVER_THREADS = 4
 
 
@@ -137,7 +137,7 @@ class Settings:
     default_provider: str = "s3"
     upload_url_expires_seconds: int = 300
     download_url_expires_seconds: int = 900
-    #: request threads per process (GUNICORN_THREADS); the pool's default follows it
+    #: request threads per process (WEB_THREADS); the pool's default follows it
     server_threads: int = DEFAULT_SERVER_THREADS
     db_pool_size: int = pool_size_for(DEFAULT_SERVER_THREADS)
     db_pool_timeout_seconds: float = 5.0
@@ -532,7 +532,12 @@ def load_settings(env: Mapping[str, str]) -> Settings:
 
     cors_origins, cors_credentials = _cors(r)
     d = DEFAULTS
-    threads = r.integer("GUNICORN_THREADS", d.server_threads, 1, 1000)
+    threads_name = (
+        "WEB_THREADS"
+        if r.get("WEB_THREADS") is not None or r.get("GUNICORN_THREADS") is None
+        else "GUNICORN_THREADS"
+    )
+    threads = r.integer(threads_name, d.server_threads, 1, 1000)
     result = Settings(
         database_url=database_url,
         providers=providers,

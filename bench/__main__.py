@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -48,12 +49,16 @@ BODY = json.dumps({"fileName": "bench.txt", "contentType": "text/plain"})
 
 @dataclass
 class Server:
-    """One gunicorn under deploy/gunicorn.conf.py."""
+    """One server process under test: ``argv`` run from the project's root with ``env``."""
 
     name: str
-    app_spec: str
+    argv: list[str]
     port: int
     env: dict[str, str]
+    # A path that answers 200 once the server is up (the guide's code has no health route).
+    ready_path: str = "/healthz"
+    ready_any_answer: bool = False
+    cwd: Path = ROOT
     proc: subprocess.Popen[bytes] | None = None
     log: Path | None = None
 
@@ -67,13 +72,16 @@ class Server:
         env["PATH"] = f"{ROOT / '.venv' / 'bin'}:{env.get('PATH', '')}"
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
-                ["gunicorn", "--config", str(ROOT / "deploy" / "gunicorn.conf.py"), self.app_spec],
-                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        deadline = time.monotonic() + 60
+                self.argv, cwd=self.cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                tail = self.log.read_text()[-3000:]
+                raise RuntimeError(f"{self.name} exited {self.proc.returncode}:\n{tail}")
             try:
-                if requests.get(f"{self.base}/healthz", timeout=1).ok:
+                answer = requests.get(f"{self.base}{self.ready_path}", timeout=1)
+                if answer.ok or (self.ready_any_answer and answer.status_code < 500):
                     return
             except (requests.ConnectionError, requests.Timeout):
                 # Not listening yet, or too busy starting its workers to answer.
@@ -83,7 +91,7 @@ class Server:
     def worker_memory_mb(self) -> list[dict[str, float]]:
         """Return peak and current RSS of each worker process, in MB."""
         found = []
-        for pid in worker_pids(self):
+        for pid in worker_pids(self) or [self.proc.pid if self.proc else 0]:  # Node: one process
             try:
                 lines = Path(f"/proc/{pid}/status").read_text().splitlines()
             except OSError:
@@ -104,6 +112,96 @@ class Server:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+
+
+GUIDE_SEED = ROOT.parent / "shared" / "seeds" / "002_0a2ac869f5004238.txt"
+
+
+def guide_code(seed: Path) -> str:
+    """Return the S3 guide's Python tab, verbatim: the first python block after "Tab: Python"."""
+    text = seed.read_text()
+    after = text[text.index("Tab: Python") :]
+    start = after.index("```python\n") + len("```python\n")
+    return after[start : after.index("\n```", start)] + "\n"
+
+
+def granian_server(name: str, factory: str, port: int, env: dict[str, str]) -> Server:
+    """``factory`` served as the image serves the app: deploy/granian_server.py."""
+    python = str(ROOT / ".venv" / "bin" / "python")
+    return Server(name, [python, "-m", "deploy.granian_server", factory], port, env)
+
+
+def gunicorn_server(name: str, app_spec: str, port: int, env: dict[str, str]) -> Server:
+    """``app_spec`` under the project's gunicorn configuration (deploy/gunicorn.conf.py)."""
+    return Server(
+        name, ["gunicorn", "--config", str(ROOT / "deploy" / "gunicorn.conf.py"), app_spec], port, env
+    )
+
+
+def guide_server(
+    name: str, directory: Path, port: int, env: dict[str, str], workers: str, threads: str
+) -> Server:
+    """The guide's code (guide_s3.py in ``directory``) under plain gunicorn, as its readers would run it."""
+    argv = ["gunicorn", "--chdir", str(directory), "--workers", workers, "--threads", threads,
+            "--bind", f"127.0.0.1:{port}", "guide_s3:app"]  # fmt: skip
+    # It has no health route: any answer (a 404 for "/") means it is up.
+    return Server(name, argv, port, env, ready_path="/", ready_any_answer=True)
+
+
+COMPANION_PACKAGE = "@uppy/companion@6"
+
+
+def install_companion(directory: Path) -> Path:
+    """``npm install`` Uppy Companion into ``directory`` (once; later runs reuse it); return its binary."""
+    binary = directory / "node_modules" / ".bin" / "companion"
+    if not binary.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        print(f"installing {COMPANION_PACKAGE} from npm into {directory} ...", flush=True)
+        subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund", "--prefix", str(directory), COMPANION_PACKAGE],
+            check=True, capture_output=True, timeout=600,
+        )  # fmt: skip
+    return binary
+
+
+def companion_server(binary: Path, workdir: Path, port: int, env: dict[str, str]) -> Server:
+    """Companion, standalone, signing for the same bucket of the same S3 emulator as ours."""
+    data = workdir / "companion-data"
+    data.mkdir(exist_ok=True)
+    endpoint = env["S3_ENDPOINT_URL"]
+    companion_env = {
+        "COMPANION_PORT": str(port),
+        "COMPANION_DOMAIN": f"127.0.0.1:{port}",
+        "COMPANION_PROTOCOL": "http",
+        "COMPANION_DATADIR": str(data),
+        "COMPANION_SECRET": "benchmark-companion-secret",
+        "COMPANION_PREAUTH_SECRET": "benchmark-companion-preauth",
+        "COMPANION_CLIENT_ORIGINS": "true",
+        "COMPANION_UPLOAD_URLS": f"{endpoint}/.*",
+        "COMPANION_AWS_KEY": env["AWS_ACCESS_KEY_ID"],
+        "COMPANION_AWS_SECRET": env["AWS_SECRET_ACCESS_KEY"],
+        "COMPANION_AWS_BUCKET": env["S3_BUCKET_NAME"],
+        "COMPANION_AWS_REGION": env["AWS_REGION"],
+        "COMPANION_AWS_ENDPOINT": endpoint,
+        "COMPANION_AWS_FORCE_PATH_STYLE": "true",
+        # The AWS SDK would sign a CRC32 of an empty body into every part URL
+        # (SeaweedFS then refuses the part): sign only what S3 requires.
+        "AWS_REQUEST_CHECKSUM_CALCULATION": "WHEN_REQUIRED",
+        "NODE_ENV": "production",
+    }
+    # One Node process, as Companion runs standalone; /metrics answers once it is up.
+    return Server("companion", [str(binary)], port, companion_env, ready_path="/metrics", cwd=workdir)
+
+
+def start_parts_upload(base: str, path: str, token: str | None) -> str:
+    """Create one upload in parts through a Companion-protocol server; return its part-1 URL path."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    body = {"filename": "bench.bin", "type": "application/octet-stream", "metadata": {}}
+    created = requests.post(f"{base}{path}/multipart", json=body, headers=headers, timeout=30)
+    created.raise_for_status()
+    answer = created.json()
+    upload_id = requests.utils.quote(answer["uploadId"], safe="")
+    return f"{path}/multipart/{upload_id}/1?key={requests.utils.quote(answer['key'], safe='')}"
 
 
 @dataclass
@@ -238,7 +336,7 @@ def presign_and_put(
 def prepare_uploads(
     server: Server, count: int, token: str | None, keys_file: Path, *, checksummed: bool = False
 ) -> None:
-    """Presign and PUT ``count`` small objects through ``server``; write their keys, one a line."""
+    """Presign and PUT ``count`` small objects through ``server``; write "key<TAB>public URL" lines."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     session_local = threading.local()
 
@@ -250,11 +348,20 @@ def prepare_uploads(
             session, server, headers, b"benchmark bytes", checksummed=checksummed
         )
         response.raise_for_status()
-        return str(answer["objectKey"])
+        return f"{answer['objectKey']}\t{answer['publicFileUrl']}"
 
     with ThreadPoolExecutor(32) as pool:
         keys = list(pool.map(one, range(count)))
     keys_file.write_text("\n".join(keys) + "\n")
+
+
+def write_guide_keys(count: int, keys_file: Path) -> None:
+    """Write ``count`` keys shaped as the guide makes them ("<uuid4>-<name>"), with their public URLs."""
+    lines = []
+    for _ in range(count):
+        key = f"{uuid.uuid4()}-bench.txt"
+        lines.append(f"{key}\thttps://bench.s3.us-east-1.amazonaws.com/{key}")
+    keys_file.write_text("\n".join(lines) + "\n")
 
 
 # The listing workload: one table holds 10k rows, another 1M, with the same
@@ -400,24 +507,35 @@ def median_sample(samples: list[Sample]) -> Sample:
     )
 
 
+# The ratios each table prints, where both rows ran (rows of one workload).
+RATIOS = [
+    ("ours", "guide"),
+    ("ours", "echo"),
+    ("ours-gunicorn", "guide"),
+    ("ours-gunicorn", "echo-gunicorn"),
+    ("ours", "ours-gunicorn"),
+    ("echo", "echo-gunicorn"),
+    ("write-once", "ours"),
+    ("checksummed", "ours"),
+    ("ours-trust", "guide-trust"),
+    ("ours params", "companion params"),
+    ("ours part", "companion part"),
+    ("ours presign", "ours-gunicorn presign"),
+]
+
+
 def print_table(workload: Workload) -> dict[str, Any]:
     print(f"\n## {workload.name}" + (f"  ({workload.note})" if workload.note else ""))
-    print(f"{'server':<10} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}  rounds (req/s)")
+    print(f"{'server':<22} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}  rounds (req/s)")
     medians = {name: median_sample(samples) for name, samples in workload.samples.items()}
     for name, sample in medians.items():
         rounds = ", ".join(f"{s.rps:.0f}" for s in workload.samples[name])
-        row = f"{name:<10} {sample.rps:>9.0f} {sample.p50_ms:>8.2f} {sample.p99_ms:>8.2f} {sample.errors:>7}"
+        row = f"{name:<22} {sample.rps:>9.0f} {sample.p50_ms:>8.2f} {sample.p99_ms:>8.2f} {sample.errors:>7}"
         print(f"{row}  {rounds}")
     ratios = {}
-    ours = medians.get("ours")
-    if ours and "baseline" in medians:
-        ratios["ours/baseline"] = ours.rps / medians["baseline"].rps
-    if ours and "ceiling" in medians:
-        ratios["ours/ceiling"] = ours.rps / medians["ceiling"].rps
-    if ours and "write-once" in medians:
-        ratios["write-once/ours"] = medians["write-once"].rps / ours.rps
-    if ours and "checksummed" in medians:
-        ratios["checksummed/ours"] = medians["checksummed"].rps / ours.rps
+    for top, bottom in RATIOS:
+        if top in medians and bottom in medians and medians[bottom].rps:
+            ratios[f"{top}/{bottom}"] = medians[top].rps / medians[bottom].rps
     if ratios:
         print("  " + "   ".join(f"{k}: {v:.2f}x" for k, v in ratios.items()))
     return {
@@ -428,14 +546,23 @@ def print_table(workload: Workload) -> dict[str, Any]:
     }
 
 
+WORKLOADS = ("presign", "save", "cycle", "companion", "listing", "slow")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=8, help="length of each wrk run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--wrk-threads", type=int, default=2)
-    parser.add_argument("--workers", default="2", help="gunicorn workers for every server")
-    parser.add_argument("--threads", default="4", help="gunicorn threads per worker")
+    parser.add_argument("--workers", default="2", help="worker processes of every Python server")
+    parser.add_argument("--threads", default="4", help="request threads per worker of every Python server")
+    parser.add_argument(
+        "--guide-file",
+        type=Path,
+        default=GUIDE_SEED,
+        help="the S3 guide whose Python tab is served, verbatim, as the guide's row",
+    )
     parser.add_argument(
         "--profile",
         action="store_true",
@@ -443,12 +570,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        default="presign,save,cycle,listing,slow",
-        help="comma-separated workloads to run (presign, save, cycle, listing, slow); default all",
+        default=",".join(WORKLOADS),
+        help=f"comma-separated workloads to run ({', '.join(WORKLOADS)}); default all",
+    )
+    parser.add_argument(
+        "--companion-dir",
+        type=Path,
+        default=Path.home() / ".cache" / "upload-bench" / "companion-6",
+        help=f"where {COMPANION_PACKAGE} is installed from npm (once)",
     )
     args = parser.parse_args(argv)
     chosen = {name.strip() for name in args.only.split(",") if name.strip()}
-    unknown = chosen - {"presign", "save", "cycle", "listing", "slow"}
+    unknown = chosen - set(WORKLOADS)
     if unknown:
         parser.error(f"unknown workload(s) in --only: {', '.join(sorted(unknown))}")
     if shutil.which("wrk") is None:
@@ -463,6 +596,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print("starting PostgreSQL (TCP, SCRAM, TLS if available), SeaweedFS and Azurite ...", flush=True)
         database_url = postgres.start()
+        trust_url = postgres.trust_url()
         env = stack.start({"DATABASE_URL": database_url})
         env.update(
             DATABASE_URL=database_url,
@@ -471,26 +605,50 @@ def main(argv: list[str] | None = None) -> int:
             RATE_LIMIT_PRESIGN="100000000/minute",
             RATE_LIMIT_SAVE="100000000/minute",
             RATE_LIMIT_FILES="100000000/minute",
+            RATE_LIMIT_PARTS="100000000/minute",
             WEB_CONCURRENCY=args.workers,
-            GUNICORN_THREADS=args.threads,
+            WEB_THREADS=args.threads,
         )
         apply_migrations(database_url)
         token = jwt.encode(
             {"sub": "bench-user", "exp": int(time.time()) + 24 * 3600}, SECRET, algorithm="HS256"
         )
-        ours = Server("ours", "app:create_app()", free_port(), env)
-        baseline = Server("baseline", "bench.apps.baseline:create_app()", free_port(), env)
-        ceiling = Server("ceiling", "bench.apps.echo:create_app()", free_port(), env)
-        servers = [ours, baseline, ceiling]
+        guide_dir = workdir / "guide"
+        guide_dir.mkdir()
+        (guide_dir / "guide_s3.py").write_text(guide_code(args.guide_file))
+        # The guide's code as written: its boto3 client reaches the emulator through
+        # boto3's own AWS_ENDPOINT_URL_S3, so not a line of it changes.
+        guide_env = {**env, "AWS_ENDPOINT_URL_S3": env["S3_ENDPOINT_URL"]}
+        trust_env = {**env, "DATABASE_URL": trust_url}
+        w, t = args.workers, args.threads
+        ours = granian_server("ours", "app:create_app", free_port(), env)
+        servers = [
+            ours,
+            gunicorn_server("ours-gunicorn", "app:create_app()", free_port(), env),
+            granian_server("ours-trust", "app:create_app", free_port(), trust_env),
+            guide_server("guide", guide_dir, free_port(), guide_env, w, t),
+            guide_server(
+                "guide-trust", guide_dir, free_port(), {**guide_env, "DATABASE_URL": trust_url}, w, t
+            ),
+            granian_server("echo", "bench.apps.echo:create_app", free_port(), env),
+            gunicorn_server("echo-gunicorn", "bench.apps.echo:create_app()", free_port(), env),
+        ]
+        if "companion" in chosen:
+            binary = install_companion(args.companion_dir)
+            servers.append(companion_server(binary, workdir, free_port(), env))
+        by_name = {server.name: server for server in servers}
         for server in servers:
             server.start(workdir)
-        tokens = {"ours": token, "baseline": None}
 
         presign = Workload(
-            "presign", "ours verifies a JWT, signs SigV4 and records the key; the baseline does none"
+            "presign",
+            "ours (granian, as the image runs it) verifies a JWT, signs SigV4 and records the key; "
+            "the guide's code does none of that",
         )
         save = Workload(
-            "save-metadata", "ours HEADs each object first; the baseline does not check it exists"
+            "save-metadata",
+            "ours reads each object's first bytes and checks it; the guide's code inserts what it is sent. "
+            "guide, ours: TCP+SCRAM+TLS PostgreSQL; *-trust: the same server over its socket, trust auth",
         )
         full = Workload("presign -> PUT -> save cycle", f"{16} concurrent clients, cycles/s")
         listing = Workload(
@@ -500,46 +658,78 @@ def main(argv: list[str] | None = None) -> int:
         )
         slow = Workload(
             "slow clients",
-            f"ours with {SLOW_CONNECTIONS} connections sending headers one byte a second: presign at 16 "
+            f"{SLOW_CONNECTIONS} connections sending headers one byte a second: presign at 16 "
             "connections (wrk) and a /healthz probe (errors: no answer within 2 s)",
         )
+        companion = Workload(
+            "Uppy Companion's S3 protocol",
+            "ours at /s3/s3/... with a JWT, Companion (one Node process, as it runs standalone) with "
+            "no auth; params: one upload's signature, part: one part's URL",
+        )
+        companion_rows: list[tuple[str, str, str]] = []
+        if "companion" in chosen:
+            params = "/params?filename=bench.txt&type=text/plain"
+            companion_rows = [
+                ("ours params", "ours", f"/s3/s3{params}"),
+                ("companion params", "companion", f"/s3{params}"),
+                ("ours part", "ours", start_parts_upload(ours.base, "/s3/s3", token)),
+                ("companion part", "companion", start_parts_upload(by_name["companion"].base, "/s3", None)),
+            ]
         cursors = seed_listing(database_url, "bench-user", workdir) if "listing" in chosen else {}
         conn, sec = args.connections, args.seconds
+        # Rows of each workload: (row name, server, path).
+        presign_rows = [
+            ("ours", "ours", "/presign-upload"),
+            ("ours-gunicorn", "ours-gunicorn", "/presign-upload"),
+            # write-once: ours on its own route, /s3/presign-upload, which signs If-None-Match: *
+            # (the guides' /presign-upload keeps the guides' PUT): the condition's cost, side by side.
+            ("write-once", "ours", "/s3/presign-upload"),
+            ("guide", "guide", "/presign-upload"),
+            ("echo", "echo", "/echo"),
+            ("echo-gunicorn", "echo-gunicorn", "/echo"),
+        ]
+        save_rows = [
+            ("ours", "ours", "/save-metadata"),
+            ("ours-gunicorn", "ours-gunicorn", "/save-metadata"),
+            # checksummed: ours saving keys presigned with a SHA-256 (its checks' cost, side by side).
+            ("checksummed", "ours", "/s3/save-metadata"),
+            ("guide", "guide", "/save-metadata"),
+            ("ours-trust", "ours-trust", "/save-metadata"),
+            ("guide-trust", "guide-trust", "/save-metadata"),
+        ]
         for round_number in range(1, args.rounds + 1):
             print(f"round {round_number}/{args.rounds} ...", flush=True)
-            for name in ("ours", "write-once", "baseline", "ceiling") if "presign" in chosen else ():
-                # write-once: ours on its own route, /s3/presign-upload, which signs If-None-Match: *
-                # (the guides' /presign-upload keeps the guides' PUT): the condition's cost, side by side.
-                server = next(s for s in servers if s.name == ("ours" if name == "write-once" else name))
-                path = {"ceiling": "/echo", "write-once": "/s3/presign-upload"}.get(name, "/presign-upload")
-                wrk_env = {"BODY": BODY, "TOKEN": tokens.get(server.name) or ""}
+            for name, server_name, path in presign_rows if "presign" in chosen else ():
+                server = by_name[server_name]
+                wrk_env = {"BODY": BODY, "TOKEN": token if server_name.startswith("ours") else ""}
                 sample = wrk(server.base + path, "post_json.lua", wrk_env, sec, conn, args.wrk_threads)
                 presign.samples.setdefault(name, []).append(sample)
-            for name in ("ours", "checksummed", "baseline") if "save" in chosen else ():
-                # checksummed: ours saving keys presigned with a SHA-256 (its checks' cost, side by side).
-                server = next(s for s in servers if s.name == ("ours" if name == "checksummed" else name))
+            for name, server_name, path in save_rows if "save" in chosen else ():
+                server = by_name[server_name]
+                is_ours = server_name.startswith("ours")
                 keys_file = workdir / f"keys-{name}-{round_number}.txt"
                 # Enough fresh keys for the whole run: 1.5x the last round's rate.
                 earlier = save.samples.get(name)
-                rate = earlier[-1].rps if earlier else (3000 if server is ours else 600)
-                count = max(1000, int(rate * 1.5 * sec))
-                prepare_uploads(
-                    server, count, tokens[server.name], keys_file, checksummed=name == "checksummed"
-                )
-                sample = wrk(
-                    server.base + ("/s3/save-metadata" if name == "checksummed" else "/save-metadata"),
-                    "save.lua",
-                    {"KEYS_FILE": str(keys_file), "TOKEN": tokens[server.name] or ""},
-                    sec,
-                    conn,
-                    args.wrk_threads,
-                )
+                count = max(1000, int((earlier[-1].rps if earlier else 800) * 1.5 * sec))
+                if is_ours:
+                    prepare_uploads(server, count, token, keys_file, checksummed=name == "checksummed")
+                else:
+                    # The guide's save never looks at the storage: any new key will do.
+                    write_guide_keys(count, keys_file)
+                save_env = {"KEYS_FILE": str(keys_file), "TOKEN": token if is_ours else ""}
+                sample = wrk(server.base + path, "save.lua", save_env, sec, conn, args.wrk_threads)
                 if sample.requests >= count:
                     print(f"  note: {name} saved all {count} prepared keys; its rate is a lower bound")
-                save.samples.setdefault(name, []).append(sample)  # fmt: skip
-            for name in ("ours", "baseline") if "cycle" in chosen else ():
-                server = next(s for s in servers if s.name == name)
-                full.samples.setdefault(name, []).append(cycle(server, tokens[name], sec, 16))
+                save.samples.setdefault(name, []).append(sample)
+            for name in ("ours", "ours-gunicorn", "guide") if "cycle" in chosen else ():
+                server = by_name[name]
+                cycle_token = token if name.startswith("ours") else None
+                full.samples.setdefault(name, []).append(cycle(server, cycle_token, sec, 16))
+            for name, server_name, path in companion_rows:
+                server = by_name[server_name]
+                wrk_env = {"TOKEN": token if server_name == "ours" else ""}
+                sample = wrk(server.base + path, "get.lua", wrk_env, sec, conn, args.wrk_threads)
+                companion.samples.setdefault(name, []).append(sample)
             for provider, cursors_file in cursors.items():
                 label = f"{LISTING_TABLES[provider] // 1000}k rows"
                 list_env = {
@@ -551,17 +741,18 @@ def main(argv: list[str] | None = None) -> int:
                     ours.base + f"/{provider}/files", "list.lua", list_env, sec, conn, args.wrk_threads
                 )
                 listing.samples.setdefault(label, []).append(sample)
-            if "slow" in chosen:
-                # Ours with 50 slowloris connections open: presign at 16 connections, and /healthz.
+            for server_name in ("ours", "ours-gunicorn") if "slow" in chosen else ():
+                # 50 slowloris connections open: presign at 16 connections, and /healthz.
+                server = by_name[server_name]
                 wrk_env = {"BODY": BODY, "TOKEN": token}
-                with SlowClients("127.0.0.1", ours.port), ThreadPoolExecutor(1) as pool:
-                    probe = pool.submit(health_probe, ours.base, sec)
+                with SlowClients("127.0.0.1", server.port), ThreadPoolExecutor(1) as pool:
+                    probe = pool.submit(health_probe, server.base, sec)
                     sample = wrk(
-                        ours.base + "/presign-upload", "post_json.lua", wrk_env, sec, 16, args.wrk_threads
+                        server.base + "/presign-upload", "post_json.lua", wrk_env, sec, 16, args.wrk_threads
                     )
                     health = probe.result()
-                slow.samples.setdefault("presign", []).append(sample)
-                slow.samples.setdefault("healthz", []).append(health)
+                slow.samples.setdefault(f"{server_name} presign", []).append(sample)
+                slow.samples.setdefault(f"{server_name} healthz", []).append(health)
 
         memory = {s.name: s.worker_memory_mb() for s in servers}
         if args.profile:
@@ -598,12 +789,17 @@ def main(argv: list[str] | None = None) -> int:
                 "python": platform.python_version(),
                 "platform": platform.platform(),
             },
-            "settings": vars(args) | {"database_tls": postgres.tls},
+            "settings": vars(args)
+            | {
+                "guide_file": str(args.guide_file),
+                "companion_dir": str(args.companion_dir),
+                "database_tls": postgres.tls,
+            },
             "workloads": {},
         }
         print(f"\nwrk {conn} connections, {sec:.0f} s runs, {args.rounds} interleaved rounds; "
-              f"gunicorn {args.workers} workers x {args.threads} threads; medians over rounds")  # fmt: skip
-        for workload in (presign, save, full, slow):
+              f"{args.workers} workers x {args.threads} threads per Python server; medians")  # fmt: skip
+        for workload in (presign, save, full, companion, slow):
             if not workload.samples:
                 continue
             results["workloads"][workload.name] = print_table(workload)
@@ -616,7 +812,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n## memory per worker after the run (MB)")
         for name, workers in memory.items():
             peaks = ", ".join(f"peak {w['peak_rss_mb']:.0f} / now {w['rss_mb']:.0f}" for w in workers)
-            print(f"{name:<10} {peaks}")
+            print(f"{name:<22} {peaks}")
         results["memory_mb"] = memory
         RESULTS.mkdir(exist_ok=True)
         out = RESULTS / f"bench-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"

@@ -199,6 +199,10 @@ class NetworkPostgres:
         rendered = "&".join(f"{k}={v}" for k, v in query.items())
         return f"postgresql://app:{self.password}@127.0.0.1:{self.port}/postgres?{rendered}"
 
+    def trust_url(self) -> str:
+        """Return a URL over the server's Unix socket: trust authentication, no TLS (a local best case)."""
+        return f"postgresql://app@/postgres?host={self.data_dir / 'pgdata'}&port={self.port}"
+
     def _run(self, binary: str, *args: str) -> None:
         subprocess.run(
             [str(self.bin_dir / binary), *args],

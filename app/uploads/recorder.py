@@ -9,8 +9,8 @@ and the checks for keys in the guides' untagged form.
 
 If the database is down the queue holds up to ``max_queued`` records and the
 writer retries with backoff; beyond that, presign answers 503 rather than
-forget what it issued. At exit (gunicorn's workers leave through sys.exit)
-the queue is flushed. A process killed outright loses at most what was queued:
+forget what it issued. At a worker's exit (gunicorn's or granian's) the
+queue is flushed. A process killed outright loses at most what was queued:
 those keys still save (their tags prove ownership), they are only unknown
 to the sweep until ``reconcile`` finds their objects.
 """
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import multiprocessing.util
 import os
 import threading
 import time
@@ -131,8 +132,11 @@ class PendingRecorder:
         self._thread = threading.Thread(target=self._run, name="pending-recorder", daemon=True)
         self._thread.start()
         if self._exit_hook_pid != self._pid:
-            # gunicorn workers leave through sys.exit, which runs this.
+            # gunicorn's workers leave through sys.exit, which runs atexit's
+            # hooks; granian's are multiprocessing children, which leave through
+            # os._exit after running multiprocessing's finalizers instead.
             atexit.register(self._flush_at_exit, self._pid)
+            multiprocessing.util.Finalize(None, self._flush_at_exit, args=(self._pid,), exitpriority=10)
             self._exit_hook_pid = self._pid
 
     def _flush_at_exit(self, pid: int) -> None:

@@ -33,5 +33,7 @@ function request()
     wrk.thread:stop()
     return wrk.format("GET", "/healthz", nil, nil)
   end
-  return wrk.format(nil, nil, nil, '{"objectKey": "' .. keys[index] .. '"}')
+  -- Each line: the key, a tab, its public URL (the guide's save stores it, NOT NULL).
+  local key, url = keys[index]:match("^([^\t]+)\t(.*)$")
+  return wrk.format(nil, nil, nil, '{"objectKey": "' .. key .. '", "publicFileUrl": "' .. url .. '"}')
 end

@@ -1,10 +1,15 @@
-"""The container's start: deploy/entrypoint.sh and deploy/gunicorn.conf.py, run as the image runs them."""
+"""The container's start: deploy/entrypoint.sh, run as the image runs it, under each server it supports.
+
+granian (deploy/granian_server.py) is what the image runs; gunicorn
+(deploy/gunicorn.conf.py, ``SERVER=gunicorn``) stays supported.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -24,8 +29,19 @@ pytestmark = pytest.mark.integration
 ENTRYPOINT = ROOT / "deploy" / "entrypoint.sh"
 
 
+SERVERS = ("granian", "gunicorn")
+# The logger each server's own lines come from.
+SERVER_LOGGER = {"granian": "_granian", "gunicorn": "gunicorn.error"}
+
+
+@pytest.fixture(params=SERVERS)
+def server(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @dataclass
 class Served:
+    server: str
     proc: subprocess.Popen[bytes]
     base: str
     log_path: Path
@@ -60,18 +76,21 @@ def wait_ready(base: str, proc: subprocess.Popen[bytes], log_path: Path) -> None
 
 
 @pytest.fixture
-def served(app_env: dict[str, str], make_database: Callable[[], str], tmp_path: Path) -> Iterator[Served]:
+def served(
+    server: str, app_env: dict[str, str], make_database: Callable[[], str], tmp_path: Path
+) -> Iterator[Served]:
     port = free_port()
     database_url = make_database()  # empty: RUN_MIGRATIONS=1 must build it
     env = {
         **app_env,
         "DATABASE_URL": database_url,
         "RUN_MIGRATIONS": "1",
+        "SERVER": server,
         "HOST": "127.0.0.1",
         "PORT": str(port),
         "WEB_CONCURRENCY": "2",
-        "GUNICORN_THREADS": "2",
-        "GUNICORN_GRACEFUL_TIMEOUT": "15",
+        "WEB_THREADS": "2",
+        "GUNICORN_GRACEFUL_TIMEOUT": "30",
     }
     env.pop("DB_POOL_SIZE", None)
     log_path = tmp_path / "service.log"
@@ -79,11 +98,15 @@ def served(app_env: dict[str, str], make_database: Callable[[], str], tmp_path: 
     base = f"http://127.0.0.1:{port}"
     try:
         wait_ready(base, proc, log_path)
-        yield Served(proc, base, log_path, database_url)
+        yield Served(server, proc, base, log_path, database_url)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
-            proc.wait(30)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                raise AssertionError(f"still running 30 s after SIGTERM:\n{log_path.read_text()}") from None
 
 
 def test_entrypoint_migrates_then_serves_the_upload_flow(served: Served) -> None:
@@ -121,10 +144,11 @@ def test_logs_are_json_lines_with_request_context_and_no_secrets(served: Served)
     requests.get(f"{served.base}/nowhere", headers={"X-Request-ID": "bad id {INJECTED}"}, timeout=5)
     time.sleep(0.5)
     lines = [line for line in served.log_lines() if line.strip()]
-    # Everything after the migration step's plain output is JSON, gunicorn's own lines included.
+    # Everything after the migration step's plain output is JSON, the server's own lines included.
     first_json = next(i for i, line in enumerate(lines) if line.startswith("{"))
     assert [line for line in lines[first_json:] if not line.startswith("{")] == []
-    assert any(json.loads(line)["logger"] == "gunicorn.error" for line in lines[first_json:])
+    logger = SERVER_LOGGER[served.server]
+    assert any(json.loads(line)["logger"] == logger for line in lines[first_json:])
     entries = served.json_logs()
     [access] = [e for e in entries if e.get("request_id") == "trace-42"]
     assert access["message"] == "request"
@@ -142,69 +166,192 @@ def test_logs_are_json_lines_with_request_context_and_no_secrets(served: Served)
         assert os.environ.get(secret_name, "never-set-value") not in text
 
 
-def test_sigterm_lets_in_flight_requests_finish(served: Served) -> None:
+def test_sigterm_lets_in_flight_requests_finish_and_writes_every_presign_record(served: Served) -> None:
+    presigned = requests.post(
+        f"{served.base}/s3/presign-upload",
+        json={"fileName": "a.txt", "contentType": "text/plain"},
+        timeout=10,
+    ).json()
+    put = requests.put(presigned["presignedUrl"], data=b"hi", headers=presigned["headers"], timeout=10)
+    assert put.status_code == 200
     blocker = psycopg2.connect(served.database_url)
     result: dict[str, Any] = {}
 
-    def slow_presign() -> None:
+    def slow_save() -> None:
         response = requests.post(
-            f"{served.base}/s3/presign-upload",
-            json={"fileName": "a.txt", "contentType": "text/plain"},
-            timeout=30,
+            f"{served.base}/s3/save-metadata", json={"objectKey": presigned["objectKey"]}, timeout=30
         )
         result["status"] = response.status_code
 
     try:
         with blocker.cursor() as cur:
-            cur.execute("LOCK TABLE pending_uploads IN ACCESS EXCLUSIVE MODE")
-        worker = threading.Thread(target=slow_presign)
+            # Holds both the save (its row) and the presign records' writer (their rows).
+            cur.execute("LOCK TABLE s3_files, pending_uploads IN ACCESS EXCLUSIVE MODE")
+        worker = threading.Thread(target=slow_save)
         worker.start()
-        time.sleep(1.0)  # the request is now waiting on the lock
+        time.sleep(1.0)  # the save is now waiting on the lock
+        # Presigns answered before the signal, whose records wait behind the lock.
+        keys = [
+            requests.post(
+                f"{served.base}/s3/presign-upload",
+                json={"fileName": f"late-{i}.txt", "contentType": "text/plain"},
+                timeout=10,
+            ).json()["objectKey"]
+            for i in range(5)
+        ]
         served.proc.send_signal(signal.SIGTERM)
-        time.sleep(1.0)
+        time.sleep(1.5)
+        assert "status" not in result  # still in flight
     finally:
         blocker.rollback()  # the in-flight request may now finish
         blocker.close()
     worker.join(20)
-    assert result.get("status") == 200
+    assert result.get("status") == 201
     assert served.proc.wait(20) == 0
     # New connections are refused once it has gone.
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{served.base}/healthz", timeout=2)
+    with psycopg2.connect(served.database_url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT object_key FROM pending_uploads WHERE object_key = ANY(%s)", (keys,))
+        recorded = {row[0] for row in cur.fetchall()}
+        cur.execute("SELECT count(*) FROM s3_files WHERE object_key = %s", (presigned["objectKey"],))
+        saved = cur.fetchone()
+    assert recorded == set(keys)  # flushed on the way out, not lost
+    assert saved == (1,)
 
 
 def test_bad_configuration_stops_start_up_naming_the_variable(
-    app_env: dict[str, str], tmp_path: Path
+    server: str, app_env: dict[str, str], tmp_path: Path
 ) -> None:
     log_path = tmp_path / "bad.log"
     env = {**app_env, "UPLOAD_URL_EXPIRES_SECONDS": "five", "PORT": str(free_port()), "HOST": "127.0.0.1"}
-    proc = start(env, log_path)
+    proc = start({**env, "SERVER": server}, log_path)
     assert proc.wait(30) != 0
     output = log_path.read_text()
     assert "UPLOAD_URL_EXPIRES_SECONDS: expected a whole number, got 'five'" in output
     assert "Traceback" not in output
 
 
+# Each server's own variables, refused with the service's messages.
+BAD_SERVER_VARIABLES = {
+    "granian": (
+        {
+            "WEB_CONCURRENCY": "many",
+            "GRACEFUL_TIMEOUT_SECONDS": "soon",
+            "HTTP_HEADER_READ_TIMEOUT_SECONDS": "0",
+        },
+        [
+            "WEB_CONCURRENCY: expected a whole number, got 'many'",
+            "GRACEFUL_TIMEOUT_SECONDS: expected a whole number, got 'soon'",
+            "HTTP_HEADER_READ_TIMEOUT_SECONDS: must be between 1 and 60, got 0",
+        ],
+    ),
+    # (WEB_CONCURRENCY is read by gunicorn itself, before any config file, so it is not among these.)
+    "gunicorn": (
+        {"GUNICORN_KEEPALIVE": "soon", "GUNICORN_TIMEOUT": "0"},
+        [
+            "GUNICORN_KEEPALIVE: expected a whole number, got 'soon'",
+            "GUNICORN_TIMEOUT: must be between 1 and 3600, got 0",
+        ],
+    ),
+}
+
+
 def test_the_servers_own_variables_are_refused_with_the_services_messages(
-    app_env: dict[str, str], tmp_path: Path
+    server: str, app_env: dict[str, str], tmp_path: Path
 ) -> None:
     log_path = tmp_path / "server.log"
-    # (WEB_CONCURRENCY is read by gunicorn itself, before any config file, so it is not among these.)
-    env = {**app_env, "GUNICORN_KEEPALIVE": "soon", "GUNICORN_TIMEOUT": "0", "PORT": str(free_port())}
+    variables, messages = BAD_SERVER_VARIABLES[server]
+    env = {**app_env, **variables, "PORT": str(free_port()), "SERVER": server}
     proc = start({**env, "HOST": "127.0.0.1"}, log_path)
     assert proc.wait(30) != 0
     output = log_path.read_text()
     assert "invalid configuration:" in output
-    assert "GUNICORN_KEEPALIVE: expected a whole number, got 'soon'" in output
-    assert "GUNICORN_TIMEOUT: must be between 1 and 3600, got 0" in output
+    for message in messages:
+        assert message in output
     assert "Traceback" not in output
 
 
-def test_storage_timeouts_longer_than_the_worker_timeout_are_refused(
-    app_env: dict[str, str], tmp_path: Path
+def test_an_unknown_server_is_refused_by_name(app_env: dict[str, str], tmp_path: Path) -> None:
+    log_path = tmp_path / "server.log"
+    proc = start({**app_env, "SERVER": "uwsgi", "PORT": str(free_port()), "HOST": "127.0.0.1"}, log_path)
+    assert proc.wait(30) == 1
+    assert "SERVER: must be granian or gunicorn, got 'uwsgi'" in log_path.read_text()
+
+
+# What each server's limit on a request's life is called, and how its refusal starts.
+STORAGE_BUDGET_REFUSALS = {
+    "granian": "GRACEFUL_TIMEOUT_SECONDS (30s) must exceed the worst storage call",
+    "gunicorn": "GUNICORN_TIMEOUT (30s) must exceed the worst storage call",
+}
+
+
+def test_storage_timeouts_longer_than_the_servers_limit_are_refused(
+    server: str, app_env: dict[str, str], tmp_path: Path
 ) -> None:
     log_path = tmp_path / "slow.log"
     env = {**app_env, "STORAGE_READ_TIMEOUT_SECONDS": "20", "PORT": str(free_port()), "HOST": "127.0.0.1"}
-    proc = start(env, log_path)
+    proc = start({**env, "SERVER": server}, log_path)
     assert proc.wait(30) != 0
-    assert "GUNICORN_TIMEOUT (30s) must exceed the worst storage call" in log_path.read_text()
+    assert STORAGE_BUDGET_REFUSALS[server] in log_path.read_text()
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    """Read to the end of what the server sends (an error answer at most); False if it keeps it open."""
+    sock.settimeout(2)
+    try:
+        while sock.recv(4096):
+            pass
+    except TimeoutError:
+        return False
+    except OSError:
+        pass  # reset: closed too
+    return True
+
+
+def test_slow_clients_hold_no_request_thread_and_are_cut_off(
+    app_env: dict[str, str], make_database: Callable[[], str], tmp_path: Path
+) -> None:
+    # Under gunicorn's gthread workers a few such connections stop a worker answering
+    # anyone (bench/'s slow-client run); granian reads headers outside Python.
+    port = free_port()
+    env = {
+        **app_env,
+        "DATABASE_URL": make_database(),
+        "RUN_MIGRATIONS": "1",
+        "SERVER": "granian",
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "WEB_CONCURRENCY": "1",
+        "WEB_THREADS": "2",
+        "HTTP_HEADER_READ_TIMEOUT_SECONDS": "3",
+    }
+    env.pop("DB_POOL_SIZE", None)
+    log_path = tmp_path / "service.log"
+    proc = start(env, log_path)
+    base = f"http://127.0.0.1:{port}"
+    slow: list[socket.socket] = []
+    try:
+        wait_ready(base, proc, log_path)
+        for _ in range(40):  # many more than the worker's two request threads
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            slow.append(sock)
+        for _ in range(3):
+            time.sleep(0.5)
+            for sock in slow:
+                sock.sendall(b"a")  # one more header byte each, never finishing
+            answer = requests.get(f"{base}/healthz", timeout=2)
+            assert answer.status_code == 200
+        presigned = requests.post(
+            f"{base}/s3/presign-upload", json={"fileName": "a.txt", "contentType": "text/plain"}, timeout=2
+        )
+        assert presigned.status_code == 200
+        # Past the header timeout the server has closed every slow connection.
+        time.sleep(3.5)
+        assert all(closed_by_server(sock) for sock in slow)
+    finally:
+        for sock in slow:
+            sock.close()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)

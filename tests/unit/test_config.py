@@ -231,8 +231,15 @@ def test_every_default_is_the_settings_own() -> None:
 
 def test_the_pool_follows_the_servers_threads_unless_set() -> None:
     assert load_settings(DB).db_pool_size == 5  # 4 threads and the presign-record writer
-    assert load_settings({**DB, "GUNICORN_THREADS": "8"}).db_pool_size == 9
-    assert load_settings({**DB, "GUNICORN_THREADS": "8", "DB_POOL_SIZE": "3"}).db_pool_size == 3
+    assert load_settings({**DB, "WEB_THREADS": "8"}).db_pool_size == 9
+    assert load_settings({**DB, "WEB_THREADS": "8", "DB_POOL_SIZE": "3"}).db_pool_size == 3
+
+
+def test_gunicorn_threads_still_sets_the_threads_and_web_threads_wins() -> None:
+    assert load_settings({**DB, "GUNICORN_THREADS": "6"}).server_threads == 6
+    assert load_settings({**DB, "GUNICORN_THREADS": "6", "WEB_THREADS": "3"}).server_threads == 3
+    with pytest.raises(ConfigError, match="GUNICORN_THREADS: expected a whole number, got 'x'"):
+        load_settings({**DB, "GUNICORN_THREADS": "x"})
 
 
 @pytest.mark.parametrize(

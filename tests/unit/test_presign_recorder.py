@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
@@ -102,3 +105,33 @@ def test_close_stops_the_thread_and_a_new_record_starts_another() -> None:
     assert queue._thread is not None and queue._thread is not first
     assert queue.close()
     assert [key for batch in writer.batches for key in batch] == ["key-0", "key-1"]
+
+
+class SlowFileWriter:
+    """Append each batch's keys to a file, slowly: the parent process reads what a child wrote."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __call__(self, batch: Sequence[PendingUpload]) -> None:
+        time.sleep(0.3)
+        with open(self.path, "a") as out:
+            out.writelines(f"{r.object_key}\n" for r in batch)
+
+
+def _record_and_return(path: str, count: int) -> None:
+    queue = PendingRecorder(SlowFileWriter(path))
+    for n in range(count):
+        queue.record(pending_record(n))
+    # Returns at once: the writer lingers and sleeps, so nothing is written yet.
+
+
+def test_a_multiprocessing_child_flushes_its_queue_on_the_way_out(tmp_path: Path) -> None:
+    # granian's workers are multiprocessing children: they end with os._exit after
+    # multiprocessing's finalizers, without atexit's hooks.
+    path = tmp_path / "written.txt"
+    child = multiprocessing.get_context("fork").Process(target=_record_and_return, args=(str(path), 5))
+    child.start()
+    child.join(10)
+    assert child.exitcode == 0
+    assert path.read_text().split() == [pending_record(n).object_key for n in range(5)]

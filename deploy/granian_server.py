@@ -1,0 +1,135 @@
+"""The production server: granian serving the app's factory, each setting from an environment variable.
+
+The image runs ``python -m deploy.granian_server`` (see entrypoint.sh); the
+tests and ``bench/`` run exactly that. An optional argument names another
+factory (``bench.apps.echo:create_app``), served the same way.
+
+Why granian rather than gunicorn's gthread workers (measured in bench/, see
+the README's "Which server"): its HTTP/1 parsing, keep-alive and slow-client
+handling are Rust on an event loop, so a connection that trickles its
+headers holds no Python thread (under gthread, 50 such connections stopped
+the service answering anyone), and the Python threads only run the app.
+
+What each piece becomes here:
+- the configuration is checked once, in the main process, before a worker
+  starts (a bad variable exits naming it, as under gunicorn);
+- workers are forked processes that build the app after the fork (the pool,
+  the presign-record writer and the sweeper are per process, started lazily);
+- on SIGTERM each worker stops accepting, lets in-flight requests finish,
+  then returns through multiprocessing, whose exit runs the recorder's flush;
+  a worker still busy after GRACEFUL_TIMEOUT_SECONDS is killed;
+- a worker that dies is replaced (``respawn_failed_workers``);
+- forwarded headers stay ProxyFix's (TRUSTED_PROXY_COUNT); request size is
+  Flask's MAX_CONTENT_LENGTH; the app writes its own JSON access line.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from dotenv import load_dotenv
+
+from app.config import ConfigError, EnvReader, Settings, load_settings
+from app.observability import logging_config
+
+DEFAULT_FACTORY = "app:create_app"
+
+
+def storage_budget_seconds(settings: Settings) -> float:
+    """The longest one storage call may take: every attempt timing out, with backoff between."""
+    return settings.storage_max_attempts * (
+        settings.storage_connect_timeout_seconds + settings.storage_read_timeout_seconds + 1
+    )
+
+
+def granian_options(env: EnvReader, settings: Settings) -> dict[str, Any]:
+    """Granian's constructor arguments from the environment; problems go to ``env.problems``."""
+    from granian.constants import Interfaces
+    from granian.http import HTTP1Settings
+    from granian.log import LogLevels
+
+    workers = env.integer("WEB_CONCURRENCY", 2, 1, 256)
+    graceful = env.integer("GRACEFUL_TIMEOUT_SECONDS", 30, 1, 3600)
+    # A client gets this long to send a request's headers; then the connection is closed.
+    header_timeout = env.integer("HTTP_HEADER_READ_TIMEOUT_SECONDS", 10, 1, 60)
+    keep_alive = env.switch("HTTP_KEEP_ALIVE", True)
+    # Requests one worker holds at once (running or waiting for a thread); beyond
+    # it, new connections wait in the listen backlog instead of in memory.
+    backpressure = env.integer("WEB_BACKPRESSURE", 128, 1, 100_000)
+    level = (env.get("LOG_LEVEL") or "INFO").lower()
+    if level not in {member.value for member in LogLevels}:
+        env.problems.append(f"LOG_LEVEL: must be one of debug, info, warning, error, critical, got {level!r}")
+        level = "info"
+    budget = storage_budget_seconds(settings)
+    if budget >= graceful:
+        env.problems.append(
+            f"GRACEFUL_TIMEOUT_SECONDS ({graceful}s) must exceed the worst storage call: STORAGE_MAX_ATTEMPTS"
+            " x (STORAGE_CONNECT_TIMEOUT_SECONDS + STORAGE_READ_TIMEOUT_SECONDS + 1s backoff)"
+            f" = {budget:.0f}s, or a shutdown could cut a request short"
+        )
+    return {
+        "address": env.get("HOST") or "0.0.0.0",  # noqa: S104 - a container listens on all interfaces
+        "port": env.integer("PORT", 3000, 1, 65535),
+        "interface": Interfaces.WSGI,
+        "workers": workers,
+        "blocking_threads": settings.server_threads,
+        "backpressure": backpressure,
+        "backlog": env.integer("WEB_BACKLOG", 1024, 128, 65535),
+        "http1_settings": HTTP1Settings(header_read_timeout=header_timeout * 1000, keep_alive=keep_alive),
+        "log_level": LogLevels(level),
+        "log_dictconfig": logging_config(level.upper()),
+        # The app writes one JSON access line per request itself.
+        "log_access": False,
+        "respawn_failed_workers": True,
+        "workers_kill_timeout": graceful,
+    }
+
+
+def worker_loader(factory_spec: str, switch_interval: float) -> Callable[[Any], Any]:
+    """Return what each worker calls, after the fork, to build its app."""
+
+    def load(_target: object) -> Any:
+        # A thread back from a database round trip waits for the GIL; with the
+        # default 5 ms interval it queues behind a CPU-busy thread that long.
+        sys.setswitchinterval(switch_interval)
+        module_name, _, attribute = factory_spec.partition(":")
+        module = __import__(module_name, fromlist=[attribute])
+        return getattr(module, attribute)()
+
+    return load
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    factory_spec = args[0] if args else DEFAULT_FACTORY
+    load_dotenv()
+    # Refuse to start, once and clearly, rather than let every worker fail to boot.
+    try:
+        settings = load_settings(os.environ)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    env = EnvReader(os.environ)
+    options = granian_options(env, settings)
+    switch_interval = env.number("GIL_SWITCH_INTERVAL_SECONDS", 0.0005, 0.00001, 1.0)
+    if env.problems:
+        print(ConfigError(env.problems), file=sys.stderr)
+        return 1
+
+    from granian import Granian
+    from granian.errors import ConfigurationError
+
+    server = Granian(factory_spec, **options)
+    try:
+        server.serve(target_loader=worker_loader(factory_spec, switch_interval))
+    except ConfigurationError as exc:  # granian has logged what it refused
+        print(f"granian refused its configuration: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
