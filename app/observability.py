@@ -7,12 +7,18 @@ signed URLs travel.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import multiprocessing.util
+import os
+import queue
 import re
 import sys
+import threading
 import time
 import uuid
+from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +31,8 @@ REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 
 access_log = logging.getLogger("app.access")
+# How often the log writer writes what has queued up (see BackgroundStreamHandler).
+LOG_WRITE_INTERVAL_SECONDS = 0.05
 
 
 class RequestContextFilter(logging.Filter):
@@ -58,6 +66,91 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
+class BackgroundStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A StreamHandler whose formatting and writing happen on one thread per process.
+
+    With a plain StreamHandler every request thread formatted its access line
+    and wrote it under the handler's lock; the write releases the GIL, so the
+    threads queued on that lock and on each other. Measured under granian at
+    64 connections, 2 workers x 4 threads: a presign cost 594 us of CPU with
+    no access line and 840 us with one (70 us more, not 250, with one thread
+    per worker). Here the caller runs the filters (they read the request's
+    context) and queues the record; the writer thread formats what has queued
+    up, writes it at once and flushes. The queue is unbounded and cheap to put
+    to: no line is dropped. A forked child starts its own writer, with a new
+    queue (a thread may have held the old one's lock at the fork). At exit,
+    atexit and multiprocessing's finalizers (granian's workers leave through
+    os._exit) drain it; a process killed outright loses what was queued.
+    """
+
+    def __init__(self, stream: Any = None):
+        super().__init__(stream)
+        self._pid = 0
+        self._queue: queue.SimpleQueue[logging.LogRecord | threading.Event] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        if not self.filter(record):
+            return False
+        if self._pid != os.getpid():
+            self._start()
+        self._queue.put(record)
+        return True
+
+    def drain(self, timeout: float = 5.0) -> bool:
+        """Wait until every record queued so far is written; False if ``timeout`` ran out."""
+        writer = self._writer
+        if self._pid != os.getpid() or writer is None or writer is threading.current_thread():
+            return True
+        written = threading.Event()
+        self._queue.put(written)
+        return written.wait(timeout)
+
+    def flush(self) -> None:
+        self.drain()
+        super().flush()
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._pid == os.getpid():
+                return
+            self._queue = queue.SimpleQueue()
+            self._writer = threading.Thread(target=self._write_forever, name="log-writer", daemon=True)
+            self._pid = os.getpid()
+            self._writer.start()
+            atexit.register(self.drain)
+            multiprocessing.util.Finalize(None, self.drain, exitpriority=0)
+
+    def _write_forever(self) -> None:
+        while True:
+            items = [self._queue.get()]
+            with suppress(queue.Empty):
+                while len(items) < 1000:
+                    items.append(self._queue.get_nowait())
+            lines, markers = [], []
+            for item in items:
+                if isinstance(item, threading.Event):
+                    markers.append(item)
+                    continue
+                try:
+                    lines.append(self.format(item))
+                except Exception:  # noqa: BLE001 - logging's rule: a bad record never stops the logging
+                    self.handleError(item)
+            if lines:
+                with self.lock:  # type: ignore[union-attr]
+                    try:
+                        self.stream.write("\n".join(lines) + "\n")
+                        self.stream.flush()
+                    except Exception:  # noqa: BLE001
+                        self.handleError(logging.makeLogRecord({"msg": "writing log lines failed"}))
+            for marker in markers:
+                marker.set()
+            # Let lines gather: waking for each one cost the request threads
+            # more (thread switches, GIL hand-offs) than writing them.
+            time.sleep(LOG_WRITE_INTERVAL_SECONDS)
+
+
 def logging_config(level: str = "INFO") -> dict[str, Any]:
     """Return a ``logging.config.dictConfig`` for JSON lines on stdout (gunicorn uses it too)."""
     return {
@@ -67,7 +160,7 @@ def logging_config(level: str = "INFO") -> dict[str, Any]:
         "formatters": {"json": {"()": JsonFormatter}},
         "handlers": {
             "stdout": {
-                "class": "logging.StreamHandler",
+                "()": BackgroundStreamHandler,
                 "stream": sys.stdout,
                 "formatter": "json",
                 "filters": ["request"],

@@ -68,7 +68,9 @@ class Server:
 
     def start(self, workdir: Path) -> None:
         self.log = workdir / f"{self.name}.log"
-        env = {**os.environ, **self.env, "HOST": "127.0.0.1", "PORT": str(self.port), "LOG_LEVEL": "WARNING"}
+        # Ours logs as the image does (LOG_LEVEL=INFO: a JSON access line per request, here to a file).
+        level = "INFO" if self.name.startswith("ours") else "WARNING"
+        env = {**os.environ, "LOG_LEVEL": level, **self.env, "HOST": "127.0.0.1", "PORT": str(self.port)}
         env["PATH"] = f"{ROOT / '.venv' / 'bin'}:{env.get('PATH', '')}"
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
