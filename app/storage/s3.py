@@ -131,6 +131,8 @@ class S3CompatibleProvider(MultipartProvider):
         else:
             self._api_base = f"{self._endpoint}/{settings.bucket}"
         self._url_base = settings.public_base_url or self._api_base
+        # Where a POST-form upload goes, as botocore writes it (a virtual-hosted bucket's root is "/").
+        self._post_url = self._api_base + ("/" if settings.addressing_style == "virtual" else "")
         self._signer = SigV4Presigner(settings.access_key_id, settings.secret_access_key, settings.region)
         # The hot path (HEAD at every save) goes around botocore: its generic
         # request machinery cost ~1 ms of CPU per HEAD, 58% of a save's time in
@@ -203,18 +205,19 @@ class S3CompatibleProvider(MultipartProvider):
         )
 
     def presign_post(
-        self, key: str, content_type: str, max_bytes: int, expires_in: int
+        self, key: str, content_type: str, max_bytes: int, expires_in: int, now: datetime | None = None
     ) -> tuple[str, dict[str, str]]:
         """Sign a browser POST-form upload of ``key``: this type, at most ``max_bytes``."""
-        with self._translate_errors("presign POST"):
-            post = self._client.generate_presigned_post(
-                Bucket=self.bucket,
-                Key=key,
-                Fields={"Content-Type": content_type},
-                Conditions=[{"Content-Type": content_type}, ["content-length-range", 0, max_bytes]],
-                ExpiresIn=expires_in,
-            )
-        return str(post["url"]), {k: str(v) for k, v in post["fields"].items()}
+        conditions = [
+            {"Content-Type": content_type},
+            ["content-length-range", 0, max_bytes],
+            {"bucket": self.bucket},
+            {"key": key},
+        ]
+        fields = self._signer.presign_post(
+            {"Content-Type": content_type, "key": key}, conditions, expires_in, now=now
+        )
+        return self._post_url, fields
 
     def create_multipart(self, key: str, content_type: str) -> str:
         """Start a multipart upload of ``key`` with this content type; return its upload id."""

@@ -355,3 +355,22 @@ def test_slow_clients_hold_no_request_thread_and_are_cut_off(
             sock.close()
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
+
+
+def test_bodies_past_the_limit_are_refused_with_json_whichever_the_framing(served: Served) -> None:
+    big = b'{"fileName": "' + b"a" * (128 * 1024) + b'", "contentType": "text/plain"}'
+    sized = requests.post(
+        f"{served.base}/s3/presign-upload", data=big, headers={"Content-Type": "application/json"}, timeout=10
+    )
+    assert sized.status_code == 413
+    assert sized.json()["success"] is False
+    assert sized.json()["error"] == "request body is over the 65536 byte limit"
+    # Chunked, with no Content-Length: never read past the limit, never a 5xx.
+    chunked = requests.post(
+        f"{served.base}/s3/presign-upload",
+        data=iter([big[i : i + 8192] for i in range(0, len(big), 8192)]),
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert chunked.status_code in (400, 413)
+    assert chunked.json()["success"] is False

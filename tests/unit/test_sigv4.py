@@ -163,3 +163,56 @@ def test_extra_query_parameters_must_sort_after_the_signature_ones() -> None:
     p = provider(*CONFIGS[0])
     with pytest.raises(ValueError, match="lower-case"):
         p._signer.presign("GET", f"{p._api_base}/k", {}, 60, query={"Response": "x"})
+
+
+def botocore_post(
+    p: S3CompatibleProvider, key: str, content_type: str, max_bytes: int, expires: int
+) -> tuple[str, dict[str, str]]:
+    frozen = NOW.replace(tzinfo=None)
+    with (
+        mock.patch("botocore.auth.get_current_datetime", return_value=frozen),
+        mock.patch("botocore.signers.get_current_datetime", return_value=frozen),
+    ):
+        post = p._client.generate_presigned_post(
+            Bucket=p.bucket,
+            Key=key,
+            Fields={"Content-Type": content_type},
+            Conditions=[{"Content-Type": content_type}, ["content-length-range", 0, max_bytes]],
+            ExpiresIn=expires,
+        )
+    return str(post["url"]), dict(post["fields"])
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[f"{c[0]}-{c[1]}-{c[3]}-{c[2]}" for c in CONFIGS])
+@pytest.mark.parametrize(
+    "key",
+    ["0f8c-report.pdf", "uuid-résumé 2024 (final) #1 100%.txt", 'uuid-"quoted"\\back.txt', "uuid-😀.png"],
+)
+@pytest.mark.parametrize("content_type", ["text/plain", 'a/b;  x="y z"', "image/svg+xml"])
+def test_presigned_posts_match_botocore_byte_for_byte(
+    config: tuple[str, str, str | None, str, str], key: str, content_type: str
+) -> None:
+    p = provider(*config)
+    for max_bytes, expires in ((1, 1), (5 * 1024**3, 300), (10**12, 604800)):
+        expected = botocore_post(p, key, content_type, max_bytes, expires)
+        found = p.presign_post(key, content_type, max_bytes, expires, now=NOW)
+        assert found == expected
+        assert list(found[1]) == list(expected[1])  # the form's field order too
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    key=st.text(min_size=1, max_size=60).filter(lambda k: "\x00" not in k and not k.endswith("${filename}")),
+    content_type=st.from_regex(
+        r"[a-z]{1,8}/[a-z0-9.+-]{1,12}(; ?[a-z]{1,5}=[a-z0-9-]{1,6})?", fullmatch=True
+    ),
+    max_bytes=st.integers(min_value=0, max_value=5 * 1024**4),
+    config=st.sampled_from(CONFIGS),
+)
+def test_presigned_posts_match_botocore_for_any_key(
+    key: str, content_type: str, max_bytes: int, config: tuple[str, str, str | None, str, str]
+) -> None:
+    p = provider(*config)
+    assert p.presign_post(key, content_type, max_bytes, 300, now=NOW) == botocore_post(
+        p, key, content_type, max_bytes, 300
+    )
