@@ -14,7 +14,7 @@ test: install lint  ## Run lint, type checks and the test suite (every layer)
 test-unit: $(VENV)/.installed  ## Run the unit layer alone: seconds, nothing started, no server needed
 	$(BIN)/pytest tests/unit
 
-bench: install  ## Benchmark ours vs a guide-like baseline and an echo ceiling (needs wrk: apt-get install wrk)
+bench: install  ## Benchmark ours vs the guide's own code, an echo, and Uppy Companion (needs wrk: apt-get install wrk)
 	$(BIN)/python -m bench
 
 lint: install  ## ruff, mypy, and the Dockerfile and compose file linters

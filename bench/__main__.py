@@ -1,9 +1,12 @@
-"""Benchmark: our service against a guide-like baseline and a bare echo ceiling, in one run.
+"""Benchmark: our service against the S3 guide's own code, a bare echo and Uppy Companion, in one run.
 
 ``python -m bench`` (``make bench``) starts PostgreSQL over TCP with SCRAM
-passwords (and TLS where the build has it), SeaweedFS and Azurite, then three
-servers under the container's gunicorn configuration, and drives them with
-wrk through the same workloads, round-robin so machine noise hits all alike.
+passwords (and TLS where the build has it), SeaweedFS and Azurite, then the
+servers side by side: ours as the image runs it (granian) and under gunicorn,
+the guide's Python tab taken verbatim from its seed file under plain
+gunicorn, a Flask echo under both servers, ours and the guide against a
+trust-auth socket as well, and Companion installed from npm. wrk drives them
+through the same workloads, round-robin so machine noise hits all alike.
 It prints one table per workload and writes the numbers to bench/results/.
 """
 

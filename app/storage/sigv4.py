@@ -167,4 +167,3 @@ class SigV4Presigner:
             "policy": encoded,
             "x-amz-signature": signature,
         }
-
