@@ -29,6 +29,9 @@ DEV_AUTH_APP_ENVS = ("development", "test")
 # Request threads per server process (WEB_THREADS; GUNICORN_THREADS, its earlier name, still counts).
 DEFAULT_SERVER_THREADS = 4
 
+#: LOG_LEVEL's values (either server)
+LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error", "critical")
+
 
 def pool_size_for(threads: int) -> int:
     """The database pool a process with ``threads`` request threads needs: one each, plus the recorder's."""
@@ -169,6 +172,16 @@ class EnvReader:
             return None
         value = str(value).strip()
         return value or None
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        """One of ``choices`` (case-insensitive, answered in lower case)."""
+        raw = self.get(name)
+        if raw is None:
+            return default
+        if raw.lower() not in choices:
+            self.problems.append(f"{name}: must be one of {', '.join(choices)}, got {raw!r}")
+            return default
+        return raw.lower()
 
     def integer(self, name: str, default: int, low: int, high: int) -> int:
         return self._bounded(name, default, low, high, int, "a whole number")

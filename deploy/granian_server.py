@@ -25,17 +25,27 @@ What each piece becomes here:
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
 import sys
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from dotenv import load_dotenv
 
-from app.config import ConfigError, EnvReader, Settings, load_settings
+from app.config import LOG_LEVELS, ConfigError, EnvReader, Settings, load_settings
 from app.observability import logging_config
+from app.uploads.recorder import EXIT_FLUSH_SECONDS
 
 DEFAULT_FACTORY = "app:create_app"
+# What granian's workers stop on.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# Above what a worker needs with the default settings (drain_budget_seconds: 42 s).
+# The orchestrator's own stop grace must exceed it (Docker's default is 10 s).
+DEFAULT_GRACEFUL_TIMEOUT_SECONDS = 45
 
 
 def storage_budget_seconds(settings: Settings) -> float:
@@ -45,6 +55,21 @@ def storage_budget_seconds(settings: Settings) -> float:
     )
 
 
+def drain_budget_seconds(settings: Settings) -> float:
+    """How long a worker may need after SIGTERM: its slowest request, then its exit flush.
+
+    A request may wait for a pooled connection, run its slowest statement and
+    its slowest storage call; then the presign records still queued are
+    written (recorder.EXIT_FLUSH_SECONDS).
+    """
+    request = (
+        settings.db_pool_timeout_seconds
+        + settings.db_statement_timeout_ms / 1000
+        + storage_budget_seconds(settings)
+    )
+    return request + EXIT_FLUSH_SECONDS
+
+
 def granian_options(env: EnvReader, settings: Settings) -> dict[str, Any]:
     """Granian's constructor arguments from the environment; problems go to ``env.problems``."""
     from granian.constants import Interfaces
@@ -52,23 +77,21 @@ def granian_options(env: EnvReader, settings: Settings) -> dict[str, Any]:
     from granian.log import LogLevels
 
     workers = env.integer("WEB_CONCURRENCY", 2, 1, 256)
-    graceful = env.integer("GRACEFUL_TIMEOUT_SECONDS", 30, 1, 3600)
+    graceful = env.integer("GRACEFUL_TIMEOUT_SECONDS", DEFAULT_GRACEFUL_TIMEOUT_SECONDS, 1, 3600)
     # A client gets this long to send a request's headers; then the connection is closed.
     header_timeout = env.integer("HTTP_HEADER_READ_TIMEOUT_SECONDS", 10, 1, 60)
     keep_alive = env.switch("HTTP_KEEP_ALIVE", True)
     # Requests one worker holds at once (running or waiting for a thread); beyond
     # it, new connections wait in the listen backlog instead of in memory.
     backpressure = env.integer("WEB_BACKPRESSURE", 128, 1, 100_000)
-    level = (env.get("LOG_LEVEL") or "INFO").lower()
-    if level not in {member.value for member in LogLevels}:
-        env.problems.append(f"LOG_LEVEL: must be one of debug, info, warning, error, critical, got {level!r}")
-        level = "info"
-    budget = storage_budget_seconds(settings)
+    level = env.choice("LOG_LEVEL", "info", LOG_LEVELS)
+    budget = drain_budget_seconds(settings)
     if budget >= graceful:
         env.problems.append(
-            f"GRACEFUL_TIMEOUT_SECONDS ({graceful}s) must exceed the worst storage call: STORAGE_MAX_ATTEMPTS"
-            " x (STORAGE_CONNECT_TIMEOUT_SECONDS + STORAGE_READ_TIMEOUT_SECONDS + 1s backoff)"
-            f" = {budget:.0f}s, or a shutdown could cut a request short"
+            f"GRACEFUL_TIMEOUT_SECONDS ({graceful}s) must exceed what a worker may need to finish: its"
+            " slowest request (DB_POOL_TIMEOUT_SECONDS + DB_STATEMENT_TIMEOUT_MS + STORAGE_MAX_ATTEMPTS x"
+            " (STORAGE_CONNECT_TIMEOUT_SECONDS + STORAGE_READ_TIMEOUT_SECONDS + 1s backoff)) and"
+            f" {EXIT_FLUSH_SECONDS:.0f}s to write its presign records = {budget:.0f}s"
         )
     return {
         "address": env.get("HOST") or "0.0.0.0",  # noqa: S104 - a container listens on all interfaces
@@ -95,11 +118,39 @@ def worker_loader(factory_spec: str, switch_interval: float) -> Callable[[Any], 
         # A thread back from a database round trip waits for the GIL; with the
         # default 5 ms interval it queues behind a CPU-busy thread that long.
         sys.setswitchinterval(switch_interval)
+        # granian's worker installs its SIGTERM handler only once the app is
+        # built: a SIGTERM the main process sends while a worker starts would be
+        # lost, and the worker would then serve on until killed
+        # (GRACEFUL_TIMEOUT_SECONDS later). Catch it meanwhile.
+        stop_requested = threading.Event()
+
+        def while_starting(_signum: int, _frame: object) -> None:
+            stop_requested.set()
+
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, while_starting)
         module_name, _, attribute = factory_spec.partition(":")
         module = __import__(module_name, fromlist=[attribute])
-        return getattr(module, attribute)()
+        app = getattr(module, attribute)()
+        if stop_requested.is_set():
+            # The server is stopping and this worker has served nothing: leave now.
+            logging.shutdown()
+            os._exit(0)
+        threading.Thread(
+            target=_forward_a_late_stop, args=(while_starting, stop_requested), daemon=True
+        ).start()
+        return app
 
     return load
+
+
+def _forward_a_late_stop(handler: Callable[[int, object], None], stop_requested: threading.Event) -> None:
+    """Once granian's own handler replaces ``handler``, send it a stop that ``handler`` caught."""
+    deadline = time.monotonic() + 30
+    while signal.getsignal(signal.SIGTERM) is handler and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if stop_requested.is_set():
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def main(argv: list[str] | None = None) -> int:

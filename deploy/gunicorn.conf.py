@@ -12,7 +12,7 @@ import sys
 from dotenv import load_dotenv
 from gunicorn.glogging import Logger
 
-from app.config import ConfigError, EnvReader, load_settings
+from app.config import LOG_LEVELS, ConfigError, EnvReader, load_settings
 from app.observability import logging_config
 
 load_dotenv()
@@ -28,7 +28,7 @@ env = EnvReader(os.environ)
 bind = f"{env.get('HOST') or '0.0.0.0'}:{env.integer('PORT', 3000, 1, 65535)}"  # noqa: S104 - a container listens on all interfaces
 workers = env.integer("WEB_CONCURRENCY", 2, 1, 256)
 worker_class = "gthread"
-# GUNICORN_THREADS is the service's too: the database pool is sized from it (app/config.py).
+# WEB_THREADS is the service's too: the database pool is sized from it (app/config.py).
 threads = settings.server_threads
 # A request that runs longer than this is killed; storage and database
 # timeouts are set well below it, so clients get a 5xx of ours first.
@@ -41,6 +41,7 @@ keepalive = env.integer("GUNICORN_KEEPALIVE", 5, 0, 3600)
 # others idle: measured here, one worker at 99% CPU and the other at 0%.
 worker_connections = env.integer("GUNICORN_WORKER_CONNECTIONS", threads * 8, 1, 100_000)
 gil_switch_interval = env.number("GIL_SWITCH_INTERVAL_SECONDS", 0.0005, 0.00001, 1.0)
+log_level = env.choice("LOG_LEVEL", "info", LOG_LEVELS)
 if env.problems:
     sys.exit(str(ConfigError(env.problems)))
 # Forwarded headers are ProxyFix's job (TRUSTED_PROXY_COUNT), not gunicorn's.
@@ -64,7 +65,7 @@ class AppWritesAccessLog(Logger):
 # The app writes one JSON access line per request itself.
 accesslog = None
 logger_class = AppWritesAccessLog
-logconfig_dict = logging_config(os.environ.get("LOG_LEVEL", "INFO").upper())
+logconfig_dict = logging_config(log_level.upper())
 control_socket_disable = True
 
 

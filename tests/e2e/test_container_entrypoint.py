@@ -248,10 +248,11 @@ BAD_SERVER_VARIABLES = {
     ),
     # (WEB_CONCURRENCY is read by gunicorn itself, before any config file, so it is not among these.)
     "gunicorn": (
-        {"GUNICORN_KEEPALIVE": "soon", "GUNICORN_TIMEOUT": "0"},
+        {"GUNICORN_KEEPALIVE": "soon", "GUNICORN_TIMEOUT": "0", "LOG_LEVEL": "loud"},
         [
             "GUNICORN_KEEPALIVE: expected a whole number, got 'soon'",
             "GUNICORN_TIMEOUT: must be between 1 and 3600, got 0",
+            "LOG_LEVEL: must be one of debug, info, warning, error, critical, got 'loud'",
         ],
     ),
 }
@@ -281,7 +282,7 @@ def test_an_unknown_server_is_refused_by_name(app_env: dict[str, str], tmp_path:
 
 # What each server's limit on a request's life is called, and how its refusal starts.
 STORAGE_BUDGET_REFUSALS = {
-    "granian": "GRACEFUL_TIMEOUT_SECONDS (30s) must exceed the worst storage call",
+    "granian": "GRACEFUL_TIMEOUT_SECONDS (45s) must exceed what a worker may need to finish",
     "gunicorn": "GUNICORN_TIMEOUT (30s) must exceed the worst storage call",
 }
 
@@ -374,3 +375,32 @@ def test_bodies_past_the_limit_are_refused_with_json_whichever_the_framing(serve
     )
     assert chunked.status_code in (400, 413)
     assert chunked.json()["success"] is False
+
+
+def test_sigterm_while_the_workers_start_stops_at_once(
+    app_env: dict[str, str], make_database: Callable[[], str], tmp_path: Path
+) -> None:
+    # granian's workers install their own SIGTERM handler only once the app is
+    # built; one signalled before then used to serve on until killed, 45 s later.
+    log_path = tmp_path / "service.log"
+    env = {
+        **app_env,
+        "DATABASE_URL": make_database(),
+        "RUN_MIGRATIONS": "1",
+        "SERVER": "granian",
+        "HOST": "127.0.0.1",
+        "PORT": str(free_port()),
+        "WEB_CONCURRENCY": "2",
+    }
+    env.pop("DB_POOL_SIZE", None)
+    proc = start(env, log_path)
+    try:
+        deadline = time.monotonic() + 60
+        while "Spawning worker-2" not in log_path.read_text() and time.monotonic() < deadline:
+            assert proc.poll() is None, log_path.read_text()
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)  # while the workers build the app
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -7,7 +7,10 @@ import json
 import logging
 import multiprocessing
 import os
+import time
 from pathlib import Path
+
+import pytest
 
 from app.observability import BackgroundStreamHandler, JsonFormatter
 
@@ -92,3 +95,58 @@ def test_a_forked_child_starts_its_own_writer(tmp_path: Path) -> None:
         "parent after",
         "parent before",
     ]
+
+
+def test_arguments_are_rendered_when_logged_not_when_written() -> None:
+    stream = io.StringIO()
+    handler, logger = handler_on(stream)
+    items = ["first"]
+    logger.info("items: %s", items)
+    items.append("changed later")
+    handler.flush()
+    assert json.loads(stream.getvalue())["message"] == "items: ['first']"
+
+
+def test_flush_under_the_handlers_own_lock_does_not_stall() -> None:
+    # logging.shutdown() and dictConfig flush each handler while holding its lock.
+    stream = io.StringIO()
+    handler, logger = handler_on(stream)
+    logger.info("queued")
+    started = time.monotonic()
+    handler.acquire()
+    try:
+        handler.flush()
+    finally:
+        handler.release()
+    assert time.monotonic() - started < 2
+    assert json.loads(stream.getvalue())["message"] == "queued"
+
+
+def test_a_full_queue_makes_the_caller_write_its_own_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = io.StringIO()
+    _, logger = handler_on(stream)
+    monkeypatch.setattr(BackgroundStreamHandler, "MAX_QUEUED", 0)
+    logger.info("written by the caller")
+    # No drain: the line is there as soon as the call returns.
+    assert json.loads(stream.getvalue())["message"] == "written by the caller"
+
+
+def test_a_plain_os_fork_child_logs_through_its_own_writer(tmp_path: Path) -> None:
+    # gunicorn's workers are os.fork children that leave through sys.exit.
+    path = tmp_path / "fork.log"
+    with path.open("w") as stream:
+        handler, logger = handler_on(stream)  # type: ignore[arg-type]
+        logger.info("parent")
+        handler.flush()
+        pid = os.fork()
+        if pid == 0:  # the child
+            try:
+                for n in range(20):
+                    logger.info("child", extra={"n": n})
+                handler.flush()
+            finally:
+                os._exit(0)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    entries = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [e.get("n") for e in entries if e["message"] == "child"] == list(range(20))

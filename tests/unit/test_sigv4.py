@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import functools
+import json
 from datetime import UTC, datetime
 from unittest import mock
 
@@ -216,3 +218,13 @@ def test_presigned_posts_match_botocore_for_any_key(
     assert p.presign_post(key, content_type, max_bytes, 300, now=NOW) == botocore_post(
         p, key, content_type, max_bytes, 300
     )
+
+
+def test_a_post_policy_binds_the_exact_key_even_one_ending_in_the_filename_placeholder() -> None:
+    # botocore turns such a key into ["starts-with", "$key", prefix]: any name under the prefix.
+    p = provider(*CONFIGS[0])
+    key = "0123abcd-${filename}"
+    _, fields = p.presign_post(key, "text/plain", 100, 300, now=NOW)
+    policy = json.loads(base64.b64decode(fields["policy"]))
+    assert {"key": key} in policy["conditions"]
+    assert not any(isinstance(c, list) and c[:2] == ["starts-with", "$key"] for c in policy["conditions"])
