@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: libmagic run test test-unit lint format install browser tinyproxy clean bench
+.PHONY: libmagic pgbouncer run test test-unit lint format install browser tinyproxy clean bench
 
 run: install  ## Run the service on http://localhost:3000 with local PostgreSQL and storage emulators
 	$(BIN)/python -m devstack
@@ -28,7 +28,7 @@ format:
 	$(BIN)/ruff format app devstack deploy bench tests
 	$(BIN)/ruff check --fix app devstack deploy bench tests
 
-install: $(VENV)/.installed node_modules/.installed browser tinyproxy libmagic
+install: $(VENV)/.installed node_modules/.installed browser tinyproxy pgbouncer libmagic
 
 # The browser tests drive Debian's Chromium (Playwright cannot download its own here).
 browser:
@@ -45,6 +45,14 @@ libmagic:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q libmagic1 >/dev/null 2>&1 || \
 		{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q libmagic1 >/dev/null; }; \
 	else echo "libmagic not found: install it (Debian: apt-get install libmagic1; macOS: brew install libmagic)"; exit 1; fi
+
+# A real connection pooler in transaction mode, as Neon's pooled URL is, for the tests (Debian's pgbouncer).
+pgbouncer:
+	@if command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbouncer >/dev/null 2>&1 || \
+		{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbouncer >/dev/null; }; \
+	else echo "pgbouncer not found: install it (Debian: apt-get install pgbouncer) for the pooler tests"; fi
 
 # A real forward proxy for the tests of HTTP(S)_PROXY (Debian's tinyproxy).
 tinyproxy:

@@ -11,12 +11,13 @@ round trip and its own transaction.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import select
 import threading
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psycopg2
 import psycopg2.errors
@@ -116,29 +117,16 @@ class Database:
         round instead of stopping that work for good.
         """
         conn = self._open(f"upload-service-{purpose}")
-        try:
-            with conn, conn.cursor() as cur:
-                cur.execute("SET statement_timeout = %s", (statement_timeout_ms,))
-                cur.execute("SET lock_timeout = %s", (statement_timeout_ms,))
-        except BaseException:
-            conn.close()
-            raise
+        conn.cursor_factory = bounded_cursor(statement_timeout_ms, lock_timeout_ms=statement_timeout_ms)
         return conn
 
     def _connect(self) -> Connection:
         conn = self._open("upload-service")
-        try:
-            conn.autocommit = True
-            with conn.cursor() as cur:
-                # A session setting rather than a startup ``options`` parameter,
-                # which connection poolers such as Neon's PgBouncer refuse.
-                cur.execute("SET statement_timeout = %s", (self._statement_timeout_ms,))
-            # Autocommit: each execute() is one round trip and its own transaction,
-            # with no BEGIN and COMMIT messages around it. Statements that must
-            # commit together are sent as one execute() (one implicit transaction).
-        except BaseException:
-            conn.close()
-            raise
+        # Autocommit: each execute() is one round trip and its own transaction,
+        # with no BEGIN and COMMIT messages around it. Statements that must
+        # commit together are sent as one execute() (one implicit transaction).
+        conn.autocommit = True
+        conn.cursor_factory = bounded_cursor(self._statement_timeout_ms)
         return conn
 
     def borrow(self) -> Connection:
@@ -222,6 +210,39 @@ class Database:
             cur.execute("SET LOCAL statement_timeout = %s; SELECT 1", (READINESS_TIMEOUT_MS,))
 
         self.run(ping)
+
+
+@functools.cache
+def bounded_cursor(
+    statement_timeout_ms: int, *, lock_timeout_ms: int | None = None
+) -> type[psycopg2.extensions.cursor]:
+    """A cursor class whose every statement runs under these timeouts, with no session state.
+
+    Each ``execute`` is sent as ``SET LOCAL ...; <statement>`` in one string:
+    one round trip, one (implicit, or the caller's) transaction, and the
+    settings end with it. A session-level ``SET`` would outlive the statement
+    on whichever server connection a transaction pooler (Neon's pooled URL,
+    PgBouncer in transaction mode) lent us: lost for our next transaction and
+    left behind for another client's. Startup ``options`` would be refused by
+    the pooler. A statement that cannot run in a transaction block (VACUUM,
+    CREATE DATABASE) cannot go through this cursor; the service has none.
+    """
+    prefix = f"SET LOCAL statement_timeout = {int(statement_timeout_ms)}; "
+    if lock_timeout_ms is not None:
+        prefix += f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}; "
+    prefix_bytes = prefix.encode()
+
+    class BoundedCursor(psycopg2.extensions.cursor):
+        def execute(self, query: Any, vars: Any = None) -> None:
+            if isinstance(query, bytes):
+                query = prefix_bytes + query
+            elif isinstance(query, str):
+                query = prefix + query
+            else:  # a psycopg2.sql.Composable: render it with this cursor first
+                query = prefix + query.as_string(self)
+            super().execute(query, vars)
+
+    return BoundedCursor
 
 
 def _looks_alive(conn: Connection) -> bool:
