@@ -159,6 +159,13 @@ class Settings:
     page_token_url: str | None = None
 
 
+def storage_call_budget_seconds(settings: Settings) -> float:
+    """The longest one storage call may take: every attempt timing out, with 1 s of backoff between."""
+    return settings.storage_max_attempts * (
+        settings.storage_connect_timeout_seconds + settings.storage_read_timeout_seconds + 1
+    )
+
+
 class EnvReader:
     """Pull typed values out of an environment mapping, collecting problems (also gunicorn's config)."""
 

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import uuid
+import weakref
 from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any
@@ -106,11 +107,7 @@ class BackgroundStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self._writer: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._write_lock = threading.Lock()
-        os.register_at_fork(
-            before=self._write_lock.acquire,
-            after_in_parent=self._write_lock.release,
-            after_in_child=self._after_fork_in_child,
-        )
+        _BACKGROUND_HANDLERS.add(self)
 
     def handle(self, record: logging.LogRecord) -> bool:
         if not self.filter(record):
@@ -193,6 +190,31 @@ class BackgroundStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         with self._write_lock:
             self.stream.write("\n".join(lines) + "\n")
             self.stream.flush()
+
+
+# Every BackgroundStreamHandler of the process, for the fork hooks below (weakly: one
+# replaced by a later dictConfig is not kept alive by them).
+_BACKGROUND_HANDLERS: weakref.WeakSet[BackgroundStreamHandler] = weakref.WeakSet()
+
+
+def _before_fork() -> None:
+    for handler in list(_BACKGROUND_HANDLERS):
+        handler._write_lock.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    for handler in list(_BACKGROUND_HANDLERS):
+        handler._write_lock.release()
+
+
+def _after_fork_in_child() -> None:
+    for handler in list(_BACKGROUND_HANDLERS):
+        handler._after_fork_in_child()
+
+
+os.register_at_fork(
+    before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+)
 
 
 def logging_config(level: str = "INFO") -> dict[str, Any]:

@@ -36,7 +36,14 @@ from typing import Any
 
 from dotenv import load_dotenv
 
-from app.config import LOG_LEVELS, ConfigError, EnvReader, Settings, load_settings
+from app.config import (
+    LOG_LEVELS,
+    ConfigError,
+    EnvReader,
+    Settings,
+    load_settings,
+    storage_call_budget_seconds,
+)
 from app.observability import logging_config
 from app.uploads.recorder import EXIT_FLUSH_SECONDS
 
@@ -46,13 +53,6 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # Above what a worker needs with the default settings (drain_budget_seconds: 42 s).
 # The orchestrator's own stop grace must exceed it (Docker's default is 10 s).
 DEFAULT_GRACEFUL_TIMEOUT_SECONDS = 45
-
-
-def storage_budget_seconds(settings: Settings) -> float:
-    """The longest one storage call may take: every attempt timing out, with backoff between."""
-    return settings.storage_max_attempts * (
-        settings.storage_connect_timeout_seconds + settings.storage_read_timeout_seconds + 1
-    )
 
 
 def drain_budget_seconds(settings: Settings) -> float:
@@ -65,7 +65,7 @@ def drain_budget_seconds(settings: Settings) -> float:
     request = (
         settings.db_pool_timeout_seconds
         + settings.db_statement_timeout_ms / 1000
-        + storage_budget_seconds(settings)
+        + storage_call_budget_seconds(settings)
     )
     return request + EXIT_FLUSH_SECONDS
 

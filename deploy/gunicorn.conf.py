@@ -12,7 +12,7 @@ import sys
 from dotenv import load_dotenv
 from gunicorn.glogging import Logger
 
-from app.config import LOG_LEVELS, ConfigError, EnvReader, load_settings
+from app.config import LOG_LEVELS, ConfigError, EnvReader, load_settings, storage_call_budget_seconds
 from app.observability import logging_config
 
 load_dotenv()
@@ -81,9 +81,7 @@ def post_worker_init(worker: object) -> None:
 
 # A storage call that could outlast the worker timeout would be killed
 # mid-request instead of answering 504: refuse such a configuration.
-storage_budget = settings.storage_max_attempts * (
-    settings.storage_connect_timeout_seconds + settings.storage_read_timeout_seconds + 1
-)
+storage_budget = storage_call_budget_seconds(settings)
 if storage_budget >= timeout:
     sys.exit(
         f"GUNICORN_TIMEOUT ({timeout}s) must exceed the worst storage call: STORAGE_MAX_ATTEMPTS x"

@@ -54,11 +54,44 @@ class Served:
         return [json.loads(line) for line in self.log_lines() if line.startswith("{")]
 
 
+def service_env(
+    app_env: dict[str, str], database_url: str, server: str, port: int, **more: str
+) -> dict[str, str]:
+    """The environment of a service started as the image starts it: migrations first, on ``port``."""
+    env = {
+        **app_env,
+        "DATABASE_URL": database_url,
+        "RUN_MIGRATIONS": "1",
+        "SERVER": server,
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        **more,
+    }
+    env.pop("DB_POOL_SIZE", None)  # sized from WEB_THREADS, as in the image
+    return env
+
+
 def start(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     full_env = {**os.environ, **env}
     full_env["PATH"] = f"{ROOT / '.venv' / 'bin'}:{full_env.get('PATH', '')}"
     with log_path.open("wb") as log:
-        return subprocess.Popen([str(ENTRYPOINT)], env=full_env, stdout=log, stderr=subprocess.STDOUT)
+        # Its own process group, so that a server that will not stop is killed with its workers.
+        return subprocess.Popen(
+            [str(ENTRYPOINT)], env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def stop(proc: subprocess.Popen[bytes], log_path: Path) -> None:
+    """SIGTERM the server as an orchestrator would; fail, and kill it and its workers, if it lingers."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        raise AssertionError(f"still running 30 s after SIGTERM:\n{log_path.read_text()}") from None
 
 
 def wait_ready(base: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
@@ -81,18 +114,15 @@ def served(
 ) -> Iterator[Served]:
     port = free_port()
     database_url = make_database()  # empty: RUN_MIGRATIONS=1 must build it
-    env = {
-        **app_env,
-        "DATABASE_URL": database_url,
-        "RUN_MIGRATIONS": "1",
-        "SERVER": server,
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "WEB_CONCURRENCY": "2",
-        "WEB_THREADS": "2",
-        "GUNICORN_GRACEFUL_TIMEOUT": "30",
-    }
-    env.pop("DB_POOL_SIZE", None)
+    env = service_env(
+        app_env,
+        database_url,
+        server,
+        port,
+        WEB_CONCURRENCY="2",
+        WEB_THREADS="2",
+        GUNICORN_GRACEFUL_TIMEOUT="30",
+    )
     log_path = tmp_path / "service.log"
     proc = start(env, log_path)
     base = f"http://127.0.0.1:{port}"
@@ -100,13 +130,7 @@ def served(
         wait_ready(base, proc, log_path)
         yield Served(server, proc, base, log_path, database_url)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                raise AssertionError(f"still running 30 s after SIGTERM:\n{log_path.read_text()}") from None
+        stop(proc, log_path)
 
 
 def test_entrypoint_migrates_then_serves_the_upload_flow(served: Served) -> None:
@@ -316,18 +340,15 @@ def test_slow_clients_hold_no_request_thread_and_are_cut_off(
     # Under gunicorn's gthread workers a few such connections stop a worker answering
     # anyone (bench/'s slow-client run); granian reads headers outside Python.
     port = free_port()
-    env = {
-        **app_env,
-        "DATABASE_URL": make_database(),
-        "RUN_MIGRATIONS": "1",
-        "SERVER": "granian",
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "WEB_CONCURRENCY": "1",
-        "WEB_THREADS": "2",
-        "HTTP_HEADER_READ_TIMEOUT_SECONDS": "3",
-    }
-    env.pop("DB_POOL_SIZE", None)
+    env = service_env(
+        app_env,
+        make_database(),
+        "granian",
+        port,
+        WEB_CONCURRENCY="1",
+        WEB_THREADS="2",
+        HTTP_HEADER_READ_TIMEOUT_SECONDS="3",
+    )
     log_path = tmp_path / "service.log"
     proc = start(env, log_path)
     base = f"http://127.0.0.1:{port}"
@@ -354,8 +375,7 @@ def test_slow_clients_hold_no_request_thread_and_are_cut_off(
     finally:
         for sock in slow:
             sock.close()
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
+        stop(proc, log_path)
 
 
 def test_bodies_past_the_limit_are_refused_with_json_whichever_the_framing(served: Served) -> None:
@@ -383,16 +403,7 @@ def test_sigterm_while_the_workers_start_stops_at_once(
     # granian's workers install their own SIGTERM handler only once the app is
     # built; one signalled before then used to serve on until killed, 45 s later.
     log_path = tmp_path / "service.log"
-    env = {
-        **app_env,
-        "DATABASE_URL": make_database(),
-        "RUN_MIGRATIONS": "1",
-        "SERVER": "granian",
-        "HOST": "127.0.0.1",
-        "PORT": str(free_port()),
-        "WEB_CONCURRENCY": "2",
-    }
-    env.pop("DB_POOL_SIZE", None)
+    env = service_env(app_env, make_database(), "granian", free_port(), WEB_CONCURRENCY="2")
     proc = start(env, log_path)
     try:
         deadline = time.monotonic() + 60
@@ -403,4 +414,4 @@ def test_sigterm_while_the_workers_start_stops_at_once(
         assert proc.wait(15) == 0
     finally:
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.config import EnvReader, load_settings
-from deploy.granian_server import drain_budget_seconds, granian_options, storage_budget_seconds
+from app.config import EnvReader, load_settings, storage_call_budget_seconds
+from deploy.granian_server import drain_budget_seconds, granian_options
 
 DB = {"DATABASE_URL": "postgresql://localhost/test", "AUTH_MODE": "dev", "APP_ENV": "test"}
 
@@ -77,7 +77,7 @@ def test_bad_values_are_named(env: dict[str, str], problem: str) -> None:
 
 def test_a_drain_shorter_than_a_workers_slowest_request_and_flush_is_refused() -> None:
     settings = load_settings({**DB, "STORAGE_READ_TIMEOUT_SECONDS": "20"})
-    assert storage_budget_seconds(settings) == 3 * (3 + 20 + 1)
+    assert storage_call_budget_seconds(settings) == 3 * (3 + 20 + 1)
     # The pool's wait, the statement timeout, the storage calls, the records' exit flush.
     assert drain_budget_seconds(settings) == 5 + 5 + 72 + 5
     assert drain_budget_seconds(load_settings(DB)) < 45  # the defaults fit the default drain
