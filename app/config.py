@@ -121,6 +121,8 @@ class Settings:
     providers: Mapping[str, ProviderSettings]
     missing: Mapping[str, tuple[str, ...]]
     auth: AuthSettings = field(default_factory=AuthSettings)
+    #: a direct (unpooled) URL of the same database, for migrations (Neon: DATABASE_URL_UNPOOLED)
+    database_url_unpooled: str | None = field(default=None, repr=False)
     max_upload_bytes: int = 100 * 1024**2
     #: media-type patterns such as "image/*"; empty means any type
     allowed_content_types: tuple[str, ...] = ()
@@ -413,16 +415,17 @@ def _azure_settings(r: EnvReader) -> tuple[ProviderSettings | None, tuple[str, .
     ), ()
 
 
-def _database_url(r: EnvReader) -> str:
-    url = r.get("DATABASE_URL")
+def _database_url(r: EnvReader, name: str = "DATABASE_URL", *, required: bool = True) -> str | None:
+    url = r.get(name)
     if url is None:
-        r.problems.append("DATABASE_URL: required (a PostgreSQL URL such as postgresql://user:pass@host/db)")
-        return ""
+        if required:
+            r.problems.append(f"{name}: required (a PostgreSQL URL such as postgresql://user:pass@host/db)")
+        return None
     try:
         parse_dsn(url)
     except psycopg2.ProgrammingError:
         # The message psycopg2 gives may quote the password; keep it out.
-        r.problems.append("DATABASE_URL: not a valid PostgreSQL connection URL")
+        r.problems.append(f"{name}: not a valid PostgreSQL connection URL")
     return url
 
 
@@ -529,7 +532,7 @@ DEFAULTS = Settings(database_url="", providers={}, missing={})
 def load_settings(env: Mapping[str, str]) -> Settings:
     """Build ``Settings`` from ``env`` or raise ``ConfigError`` naming every bad variable."""
     r = EnvReader(env)
-    database_url = _database_url(r)
+    database_url = _database_url(r) or ""
     providers: dict[str, ProviderSettings] = {}
     missing: dict[str, tuple[str, ...]] = {}
     for name, build in (
@@ -560,6 +563,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     threads = r.integer(threads_name, d.server_threads, 1, 1000)
     result = Settings(
         database_url=database_url,
+        database_url_unpooled=_database_url(r, "DATABASE_URL_UNPOOLED", required=False),
         providers=providers,
         missing=missing,
         auth=_auth_settings(r),

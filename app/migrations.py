@@ -1,7 +1,9 @@
 """Apply the numbered ``.sql`` files in ``migrations/``, each once, in order.
 
-Safe when several containers start at once: the whole run holds a
-PostgreSQL advisory lock, so the second waits and then finds nothing to do.
+Safe when several containers start at once, directly or through a
+transaction pooler: the whole run is one transaction holding a
+transaction-scoped advisory lock, so the second waits and then finds
+nothing to do, and no lock can outlive its run.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import click
 import psycopg2
 from flask import Flask, current_app
 from flask.cli import AppGroup
+
+from .config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -89,43 +93,41 @@ def apply_migrations(
     *,
     row_level_security: bool = False,
 ) -> list[str]:
-    """Apply every migration not yet recorded; return the names applied."""
+    """Apply every migration not yet recorded, in one transaction; return the names applied.
+
+    The lock is ``pg_advisory_xact_lock``: it ends with the transaction, so it
+    cannot outlive the run, whichever connection the run went through. A
+    session lock taken and released in two statements would, through a
+    transaction pooler (Neon's pooled URL, PgBouncer in transaction mode),
+    be released on another server connection than the one holding it, and
+    stay held there. A second run waits for the lock, then finds the files
+    recorded and applies nothing; a failing file rolls the whole run back,
+    so the schema is the old one or the new one, never between.
+    """
     migrations = discover(directory, row_level_security=row_level_security)
     conn = psycopg2.connect(dsn, connect_timeout=connect_timeout, application_name="upload-service-migrate")
     applied_now: list[str] = []
     try:
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_ID,))
-            try:
-                cur.execute(CREATE_MIGRATIONS_TABLE)
-                cur.execute(SELECT_APPLIED)
-                applied = dict(cur.fetchall())
-                for migration in migrations:
-                    if migration.version in applied:
-                        if applied[migration.version] != migration.checksum:
-                            report(f"warning: {migration.name} changed after it was applied; not re-run")
-                        continue
-                    conn.autocommit = False
-                    # The file and its record commit together or not at all.
-                    with conn:
-                        cur.execute(migration.sql)
-                        cur.execute(
-                            INSERT_APPLIED,
-                            {
-                                "version": migration.version,
-                                "name": migration.name,
-                                "checksum": migration.checksum,
-                            },
-                        )
-                    conn.autocommit = True
-                    applied_now.append(migration.name)
-                    report(f"applied {migration.name}")
-            finally:
-                conn.autocommit = True
-                cur.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_ID,))
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_ID,))
+            cur.execute(CREATE_MIGRATIONS_TABLE)
+            cur.execute(SELECT_APPLIED)
+            applied = dict(cur.fetchall())
+            for migration in migrations:
+                if migration.version in applied:
+                    if applied[migration.version] != migration.checksum:
+                        report(f"warning: {migration.name} changed after it was applied; not re-run")
+                    continue
+                cur.execute(migration.sql)
+                cur.execute(
+                    INSERT_APPLIED,
+                    {"version": migration.version, "name": migration.name, "checksum": migration.checksum},
+                )
+                applied_now.append(migration.name)
     finally:
         conn.close()
+    for name in applied_now:
+        report(f"applied {name}")
     return applied_now
 
 
@@ -149,6 +151,16 @@ def pending_migrations(
     ]
 
 
+def migration_url(settings: Settings) -> str:
+    """The URL migrations run on: the direct one when given (DATABASE_URL_UNPOOLED), else DATABASE_URL.
+
+    Both are safe (the lock is transaction-scoped), but a pooler's own limits
+    (Neon's pooler cancels a statement after its query timeout) are meant
+    for requests, not for DDL that may wait on a table lock.
+    """
+    return settings.database_url_unpooled or settings.database_url
+
+
 db_cli = AppGroup("db", help="Database schema commands.")
 
 
@@ -158,7 +170,7 @@ def upgrade_command() -> None:
     settings = current_app.extensions["settings"]
     try:
         names = apply_migrations(
-            settings.database_url, report=click.echo, row_level_security=settings.db_row_level_security
+            migration_url(settings), report=click.echo, row_level_security=settings.db_row_level_security
         )
     except psycopg2.Error as exc:
         raise click.ClickException(f"migration failed: {type(exc).__name__}: {exc.pgerror or exc}") from None
@@ -169,7 +181,7 @@ def upgrade_command() -> None:
 def status_command() -> None:
     """List migrations not yet applied; exit 1 if there are any."""
     settings = current_app.extensions["settings"]
-    names = pending_migrations(settings.database_url, row_level_security=settings.db_row_level_security)
+    names = pending_migrations(migration_url(settings), row_level_security=settings.db_row_level_security)
     for name in names:
         click.echo(f"pending {name}")
     if names:

@@ -1,8 +1,9 @@
 """Reconcile a bucket with its files table: objects with no row, rows with no object.
 
-The listing is streamed a page at a time into a temporary table on the
-command's own connection; PostgreSQL does both anti-joins and the results
-are read back a page at a time, so memory stays flat however big the bucket.
+The listing is streamed a page at a time into a table, under the run's own
+id (so it works through a transaction pooler, and two runs never mix);
+PostgreSQL does both anti-joins and the results are read back a page at a
+time, so memory stays flat however big the bucket.
 """
 
 from __future__ import annotations
@@ -56,14 +57,17 @@ def reconcile(
     """Compare ``provider``'s bucket with its table; with ``fix``, clean what is older than the grace."""
     listed_since = datetime.now(UTC)
     repo.start_listing()
-    run = _Run(repo, provider, fix, say, page_size, ReconcileReport())
-    for page in provider.list_objects():
-        repo.add_to_listing([(o.key, o.size, o.last_modified) for o in page])
-        run.report.objects_listed += len(page)
-    run.report.rows = repo.count_rows(provider.name)
-    cutoff = datetime.now(UTC) - timedelta(seconds=grace_seconds)
-    run.objects_without_row(cutoff)
-    run.rows_without_object(listed_since, cutoff)
+    try:
+        run = _Run(repo, provider, fix, say, page_size, ReconcileReport())
+        for page in provider.list_objects():
+            repo.add_to_listing([(o.key, o.size, o.last_modified) for o in page])
+            run.report.objects_listed += len(page)
+        run.report.rows = repo.count_rows(provider.name)
+        cutoff = datetime.now(UTC) - timedelta(seconds=grace_seconds)
+        run.objects_without_row(cutoff)
+        run.rows_without_object(listed_since, cutoff)
+    finally:
+        repo.finish_listing()
     return run.report
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -81,28 +82,23 @@ FORGET_SWEPT = """
     WHERE object_key = ANY(%(keys)s) AND swept_at IS NOT NULL AND saved_at IS NULL
 """
 
-# Reconcile: the bucket listing is copied, a page at a time, into a
-# temporary table, and PostgreSQL does both anti-joins; the process holds
-# one page at a time whatever the bucket's size.
-CREATE_LISTING = """
-    CREATE TEMPORARY TABLE IF NOT EXISTS reconcile_listing (
-        key TEXT PRIMARY KEY,
-        size BIGINT NOT NULL,
-        last_modified TIMESTAMPTZ NOT NULL
-    )
-"""
-TRUNCATE_LISTING = "TRUNCATE reconcile_listing"
+# Reconcile: the bucket listing is copied, a page at a time, into a table
+# under the run's own id (migration 008: a temporary table would not follow
+# a transaction pooler's connections), and PostgreSQL does both anti-joins;
+# the process holds one page at a time whatever the bucket's size.
+DELETE_ABANDONED_LISTINGS = "DELETE FROM reconcile_listings WHERE listed_at < now() - interval '1 day'"
+DELETE_LISTING = "DELETE FROM reconcile_listings WHERE run_id = %(run)s"
 INSERT_LISTING = """
-    INSERT INTO reconcile_listing (key, size, last_modified)
-    SELECT r->>0, (r->>1)::bigint, (r->>2)::timestamptz
+    INSERT INTO reconcile_listings (run_id, key, size, last_modified)
+    SELECT %(run)s, r->>0, (r->>1)::bigint, (r->>2)::timestamptz
     FROM json_array_elements(%(objects)s::json) AS r
-    ON CONFLICT (key) DO NOTHING
+    ON CONFLICT (run_id, key) DO NOTHING
 """
 
 _SELECT_OBJECTS_WITHOUT_ROW = """
     SELECT l.key, l.size, l.last_modified
-    FROM reconcile_listing AS l
-    WHERE l.key > %(after)s
+    FROM reconcile_listings AS l
+    WHERE l.run_id = %(run)s AND l.key > %(after)s
       AND NOT EXISTS (SELECT 1 FROM {table} AS f WHERE f.{key} = l.key)
     ORDER BY l.key
     LIMIT %(limit)s
@@ -113,7 +109,7 @@ _SELECT_ROWS_WITHOUT_OBJECT = """
     FROM {table} AS f
     WHERE f.id > %(after)s
       AND f.upload_timestamp < %(listed_since)s
-      AND NOT EXISTS (SELECT 1 FROM reconcile_listing AS l WHERE l.key = f.{key})
+      AND NOT EXISTS (SELECT 1 FROM reconcile_listings AS l WHERE l.run_id = %(run)s AND l.key = f.{key})
     ORDER BY f.id
     LIMIT %(limit)s
 """
@@ -185,6 +181,7 @@ class MaintenanceRepository:
 
     def __init__(self, conn: Connection):
         self._conn = conn
+        self._listing = str(uuid.uuid4())
 
     def _one(self, query: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         with self._conn, self._conn.cursor() as cur:
@@ -241,14 +238,19 @@ class MaintenanceRepository:
             return int(cur.rowcount)
 
     def start_listing(self) -> None:
-        """Create (or empty) this connection's copy of a bucket listing."""
-        self._one(CREATE_LISTING)
-        self._one(TRUNCATE_LISTING)
+        """Start a new copy of a bucket listing (and remove what runs that died left behind)."""
+        self.finish_listing()
+        self._listing = str(uuid.uuid4())
+        self._one(DELETE_ABANDONED_LISTINGS)
 
     def add_to_listing(self, objects: Sequence[tuple[str, int, datetime]]) -> None:
         """Append one page of a bucket listing."""
         rows = [(key, size, modified.isoformat()) for key, size, modified in objects]
-        self._one(INSERT_LISTING, {"objects": json.dumps(rows)})
+        self._one(INSERT_LISTING, {"run": self._listing, "objects": json.dumps(rows)})
+
+    def finish_listing(self) -> None:
+        """Remove this run's copy of the listing."""
+        self._one(DELETE_LISTING, {"run": self._listing})
 
     def count_rows(self, provider: str) -> int:
         """Return how many rows the provider's files table holds."""
@@ -257,14 +259,15 @@ class MaintenanceRepository:
     def objects_without_row(self, provider: str, after: str, limit: int) -> list[tuple[str, int, datetime]]:
         """Return listed objects after ``after`` (by key) that have no row."""
         query = MAINTENANCE_QUERIES[provider]["objects_without_row"]
-        return [(r[0], r[1], r[2]) for r in self._one(query, {"after": after, "limit": limit})]
+        params = {"run": self._listing, "after": after, "limit": limit}
+        return [(r[0], r[1], r[2]) for r in self._one(query, params)]
 
     def rows_without_object(
         self, provider: str, after: int, listed_since: datetime, limit: int
     ) -> list[ListedRow]:
         """Return rows after id ``after``, older than the listing, whose object was not listed."""
         query = MAINTENANCE_QUERIES[provider]["rows_without_object"]
-        params = {"after": after, "listed_since": listed_since, "limit": limit}
+        params = {"run": self._listing, "after": after, "listed_since": listed_since, "limit": limit}
         return [ListedRow(*row) for row in self._one(query, params)]
 
     def claim_orphans(self, provider: str, keys: Sequence[str], stale_after: float) -> list[str]:

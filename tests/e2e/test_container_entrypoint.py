@@ -22,12 +22,13 @@ import psycopg2
 import pytest
 import requests
 
-from devstack.services import ROOT, free_port
+from devstack.services import free_port
+from tests.servers import service_env
+from tests.servers import start_service as start
+from tests.servers import stop_service as stop
+from tests.servers import wait_service_ready as wait_ready
 
 pytestmark = pytest.mark.integration
-
-ENTRYPOINT = ROOT / "deploy" / "entrypoint.sh"
-
 
 SERVERS = ("granian", "gunicorn")
 # The logger each server's own lines come from.
@@ -52,60 +53,6 @@ class Served:
 
     def json_logs(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.log_lines() if line.startswith("{")]
-
-
-def service_env(
-    app_env: dict[str, str], database_url: str, server: str, port: int, **more: str
-) -> dict[str, str]:
-    """The environment of a service started as the image starts it: migrations first, on ``port``."""
-    env = {
-        **app_env,
-        "DATABASE_URL": database_url,
-        "RUN_MIGRATIONS": "1",
-        "SERVER": server,
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        **more,
-    }
-    env.pop("DB_POOL_SIZE", None)  # sized from WEB_THREADS, as in the image
-    return env
-
-
-def start(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    full_env = {**os.environ, **env}
-    full_env["PATH"] = f"{ROOT / '.venv' / 'bin'}:{full_env.get('PATH', '')}"
-    with log_path.open("wb") as log:
-        # Its own process group, so that a server that will not stop is killed with its workers.
-        return subprocess.Popen(
-            [str(ENTRYPOINT)], env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-
-def stop(proc: subprocess.Popen[bytes], log_path: Path) -> None:
-    """SIGTERM the server as an orchestrator would; fail, and kill it and its workers, if it lingers."""
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-        raise AssertionError(f"still running 30 s after SIGTERM:\n{log_path.read_text()}") from None
-
-
-def wait_ready(base: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"entrypoint exited {proc.returncode}:\n{log_path.read_text()}")
-        try:
-            if requests.get(f"{base}/healthz", timeout=1).ok:
-                return
-        except (requests.ConnectionError, requests.Timeout):
-            # Not listening yet, or listening while its workers still start (a loaded machine).
-            time.sleep(0.2)
-    raise AssertionError("service did not start")
 
 
 @pytest.fixture

@@ -8,92 +8,55 @@ timeouts with them (``SET LOCAL``, app/db.py's ``bounded_cursor``).
 
 from __future__ import annotations
 
-import os
-import pwd
-import shutil
-import subprocess
+import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 import psycopg2
 import pytest
 import requests
 from flask import Flask
 
+from app.components import get_provider
+from app.config import ConfigError
 from app.db import Database, DatabaseUnavailable
-from app.migrations import apply_migrations
-from devstack.services import free_port, port_is_free
+from app.maintenance.sweep import SweepReport, sweep
+from app.migrations import ADVISORY_LOCK_ID, apply_migrations, discover, pending_migrations
+from app.repository import MaintenanceRepository
+from tests.helpers import presign, put, recorder, upload
+from tests.servers import PgBouncer
 
 pytestmark = pytest.mark.integration
 
-POOLER_USER = "pgserver"  # PgBouncer refuses to run as root
+
+def expire_all_urls(direct_url: str) -> None:
+    """Move every presign record past its URL's expiry, as time would."""
+    with psycopg2.connect(direct_url) as conn, conn.cursor() as cur:
+        cur.execute("UPDATE pending_uploads SET expires_at = now() - interval '1 second'")
+    conn.close()
 
 
 @pytest.fixture(scope="module")
-def pgbouncer(server_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], str]]:
-    """Start Debian's pgbouncer, pool_mode=transaction, in front of the tests' server.
-
-    Yields a function that turns a database URL of that server into the same
-    database's URL through the pooler.
-    """
-    binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
-    if not Path(binary).exists():
-        pytest.fail(
-            "pgbouncer not found: make install installs it as root (Debian: apt-get install pgbouncer)"
-        )
-    parts = urlsplit(server_dsn)
-    socket_dir = parse_qs(parts.query).get("host", [parts.hostname or "127.0.0.1"])[0]
-    server_port = parts.port or 5432
-    user = parts.username or "postgres"
-    workdir = tmp_path_factory.mktemp("pgbouncer")
-    port = free_port()
-    (workdir / "users.txt").write_text(f'"{user}" ""\n')
-    (workdir / "pgbouncer.ini").write_text(
-        "[databases]\n"
-        f"* = host={socket_dir} port={server_port}\n"
-        "[pgbouncer]\n"
-        f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
-        f"auth_type = trust\nauth_file = {workdir / 'users.txt'}\n"
-        "pool_mode = transaction\ndefault_pool_size = 4\nmax_client_conn = 200\n"
-        # Clients' own parameters (psycopg2 sends application_name) are passed on.
-        "ignore_startup_parameters = extra_float_digits\n"
-        f"logfile = {workdir / 'pgbouncer.log'}\npidfile = {workdir / 'pgbouncer.pid'}\n"
-    )
-    if os.geteuid() == 0:
-        from pgserver.utils import ensure_user_exists
-
-        ensure_user_exists(POOLER_USER)
-    entry = pwd.getpwnam(POOLER_USER) if os.geteuid() == 0 else pwd.getpwuid(os.geteuid())
-    for item in [workdir, *workdir.iterdir()]:
-        os.chown(item, entry.pw_uid, entry.pw_gid)
-    args = [binary, str(workdir / "pgbouncer.ini")]
-    if os.geteuid() == 0:
-        args[1:1] = ["-u", POOLER_USER]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 10
-    while port_is_free(port):
-        log = workdir / "pgbouncer.log"
-        assert proc.poll() is None and time.monotonic() < deadline, (
-            f"pgbouncer did not start:\n{log.read_text() if log.exists() else ''}"
-        )
-        time.sleep(0.1)
-
-    def pooled(database_url: str) -> str:
-        name = psycopg2.extensions.parse_dsn(database_url)["dbname"]
-        return f"postgresql://{user}@127.0.0.1:{port}/{name}"
-
-    yield pooled
-    proc.terminate()
-    proc.wait(10)
+def pgbouncer(server_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgBouncer]:
+    """Debian's PgBouncer in pool_mode=transaction in front of the tests' server."""
+    pooler = PgBouncer(tmp_path_factory.mktemp("pgbouncer"), server_dsn).start()
+    yield pooler
+    pooler.stop()
 
 
 @pytest.fixture
-def pooled_url(pgbouncer: Callable[[str], str], make_database: Callable[[], str]) -> str:
-    direct = make_database()
-    apply_migrations(direct)
-    return pgbouncer(direct)
+def direct_url(make_database: Callable[[], str]) -> str:
+    """A fresh database with every migration applied, reached directly."""
+    url = make_database()
+    apply_migrations(url)
+    return url
+
+
+@pytest.fixture
+def pooled_url(pgbouncer: PgBouncer, direct_url: str) -> str:
+    """The same database through the pooler."""
+    return pgbouncer.url(direct_url)
 
 
 def test_a_statement_past_the_timeout_is_cancelled_through_the_pooler(pooled_url: str) -> None:
@@ -145,3 +108,151 @@ def test_the_upload_flow_and_listing_work_through_the_pooler(
     assert [f["objectKey"] for f in listed.get_json()["files"]] == [body["objectKey"]]
     ready = client.get("/readyz")
     assert ready.status_code == 200
+
+
+def test_sweeps_through_the_pooler_share_the_work_and_never_repeat_it(
+    pooled_url: str, direct_url: str, make_app: Callable[..., Flask]
+) -> None:
+    app = make_app(DATABASE_URL=pooled_url)
+    client = app.test_client()
+    keys = []
+    for i in range(30):
+        presigned = presign(client, "s3", f"abandoned-{i}.txt", file_size=1)
+        assert put(presigned, b"x").status_code == 200
+        keys.append(presigned["objectKey"])
+    assert recorder(app).flush()
+    expire_all_urls(direct_url)
+
+    with app.app_context():
+        providers = {"s3": get_provider("s3")}
+    reports: list[SweepReport] = []
+    start = threading.Barrier(2)
+
+    def run() -> None:
+        conn = psycopg2.connect(pooled_url)  # as `flask storage sweep` connects, through the pooler
+        try:
+            start.wait()
+            reports.append(sweep(MaintenanceRepository(conn), providers, 0, batch_size=4))
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(reports) == 2
+    # Every upload swept exactly once between them (a repeat would count twice).
+    assert sum(r.swept["s3"] for r in reports) == len(keys)
+    assert all(r.total_failed == 0 for r in reports)
+    with app.app_context():
+        assert all(get_provider("s3").head(key) is None for key in keys)
+
+
+def test_reconcile_through_the_pooler_finds_and_fixes_an_orphan(
+    pooled_url: str, direct_url: str, make_app: Callable[..., Flask]
+) -> None:
+    app = make_app(DATABASE_URL=pooled_url, S3_BUCKET_NAME=f"pooled-{uuid.uuid4().hex[:8]}")
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["storage", "create-buckets"]).exit_code == 0
+    client = app.test_client()
+    kept = upload(client, "s3", b"kept")
+    orphan = presign(client, "s3", "orphan.txt", file_size=6)
+    assert put(orphan, b"orphan").status_code == 200
+    assert recorder(app).flush()
+    with psycopg2.connect(direct_url) as conn, conn.cursor() as cur:  # as if its presigner had been killed
+        cur.execute("DELETE FROM pending_uploads WHERE object_key = %s", (orphan["objectKey"],))
+    conn.close()
+
+    # Several pages, each its own transaction: a temporary table would not follow them
+    # across the pooler's server connections (4 here, shared with the other tests' clients).
+    result = runner.invoke(args=["storage", "reconcile", "s3", "--fix", "--grace", "0s"])
+    assert result.exit_code == 0, result.output
+    assert f"object without row: {orphan['objectKey']}" in result.output
+    with app.app_context():
+        assert get_provider("s3").head(orphan["objectKey"]) is None
+        assert get_provider("s3").head(kept["objectKey"]) is not None
+    with psycopg2.connect(direct_url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM reconcile_listings")
+        assert cur.fetchone() == (0,)  # the run's copy of the listing is gone with it
+        # Nor is any session state left on the pooler's server connections for another client.
+        cur.execute("SELECT count(*) FROM pg_class WHERE relpersistence = 't'")
+        assert cur.fetchone() == (0,)
+    conn.close()
+
+
+def test_readiness_answers_through_the_pooler(pooled_url: str, make_app: Callable[..., Flask]) -> None:
+    ready = make_app(DATABASE_URL=pooled_url).test_client().get("/readyz")
+    assert ready.status_code == 200
+    assert ready.get_json()["database"] == "ok"
+
+
+def advisory_locks_held(direct_url: str) -> int:
+    with psycopg2.connect(direct_url) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = %s", (ADVISORY_LOCK_ID,)
+        )
+        (count,) = cur.fetchone()  # type: ignore[misc]
+    conn.close()
+    return int(count)
+
+
+def test_migrations_racing_through_the_pooler_apply_once_and_leave_no_lock(
+    pgbouncer: PgBouncer, make_database: Callable[[], str]
+) -> None:
+    direct = make_database()
+    pooled = pgbouncer.url(direct)
+    # Three runs at once over four server connections: a statement of one run may land
+    # on any of them (a session lock's unlock could miss the connection that holds it).
+    results: list[list[str]] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(3)
+
+    def run() -> None:
+        barrier.wait()
+        try:
+            results.append(apply_migrations(pooled))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert sorted(len(r) for r in results) == [0, 0, len(discover())]
+    assert advisory_locks_held(direct) == 0
+    # And a later run is not stuck behind a lock some server connection kept.
+    started = time.monotonic()
+    assert apply_migrations(pooled) == []
+    assert time.monotonic() - started < 5
+
+
+def test_db_upgrade_runs_on_the_unpooled_url_when_one_is_given(
+    pgbouncer: PgBouncer, make_database: Callable[[], str], make_app: Callable[..., Flask]
+) -> None:
+    direct = make_database()
+    # The pooled URL points nowhere: only the direct one can have done the work.
+    app = make_app(DATABASE_URL="postgresql://nobody@127.0.0.1:1/none", DATABASE_URL_UNPOOLED=direct)
+    result = app.test_cli_runner().invoke(args=["db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    assert pending_migrations(direct) == []
+    status = app.test_cli_runner().invoke(args=["db", "status"])
+    assert status.exit_code == 0 and "schema is up to date" in status.output
+
+
+def test_db_upgrade_through_the_pooler_alone_works(
+    pgbouncer: PgBouncer, make_database: Callable[[], str], make_app: Callable[..., Flask]
+) -> None:
+    direct = make_database()
+    app = make_app(DATABASE_URL=pgbouncer.url(direct), DATABASE_URL_UNPOOLED=None)
+    result = app.test_cli_runner().invoke(args=["db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    assert pending_migrations(direct) == []
+    assert advisory_locks_held(direct) == 0
+
+
+def test_a_malformed_unpooled_url_is_refused_at_start_up(make_app: Callable[..., Flask]) -> None:
+    with pytest.raises(ConfigError, match="DATABASE_URL_UNPOOLED: not a valid PostgreSQL connection URL"):
+        make_app(DATABASE_URL_UNPOOLED="postgresql://x@h/db?nonsense=1")
