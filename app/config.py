@@ -168,6 +168,17 @@ def storage_call_budget_seconds(settings: Settings) -> float:
     )
 
 
+def server_ports(env: EnvReader) -> tuple[int, int | None]:
+    """The servers' PORT (3000) and METRICS_PORT (None: no metrics server); problems go to env.problems."""
+    port = env.integer("PORT", 3000, 1, 65535)
+    metrics_port = env.integer("METRICS_PORT", 0, 1, 65535) if env.get("METRICS_PORT") else None
+    if metrics_port == port:
+        env.problems.append(
+            f"METRICS_PORT: must differ from PORT ({port}): the public port never serves metrics"
+        )
+    return port, metrics_port
+
+
 class EnvReader:
     """Pull typed values out of an environment mapping, collecting problems (also gunicorn's config)."""
 

@@ -16,6 +16,7 @@ import logging
 import os
 import select
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -25,6 +26,14 @@ import psycopg2.extensions
 
 from .config import Settings
 from .errors import ServiceUnavailable
+from .metrics import (
+    DB_CONNECTIONS_OPENED,
+    DB_POOL_IN_USE,
+    DB_POOL_TIMEOUTS,
+    DB_POOL_WAIT_SECONDS,
+    DB_POOL_WAITS,
+    DB_RETRIES,
+)
 
 log = logging.getLogger(__name__)
 
@@ -133,27 +142,37 @@ class Database:
         """Take a connection, waiting at most the pool timeout for a free one."""
         self._check_fork()
         slots = self._slots
-        if not slots.acquire(timeout=self._pool_timeout):
-            raise DatabaseUnavailable("database busy: no free connection, try again shortly")
+        if not slots.acquire(blocking=False):
+            DB_POOL_WAITS.inc()
+            started = time.perf_counter()
+            if not slots.acquire(timeout=self._pool_timeout):
+                DB_POOL_TIMEOUTS.inc()
+                raise DatabaseUnavailable("database busy: no free connection, try again shortly")
+            DB_POOL_WAIT_SECONDS.observe(time.perf_counter() - started)
         while True:
             with self._lock:
                 conn = self._idle.pop() if self._idle else None
             if conn is None:
                 break
             if _looks_alive(conn):
+                DB_POOL_IN_USE.inc()
                 return conn
             # The server closed it while it sat idle (a restart, a pooler's idle timeout).
             with contextlib.suppress(psycopg2.Error):
                 conn.close()
         try:
-            return self._connect()
+            conn = self._connect()
         except psycopg2.Error as exc:
             slots.release()
+            DB_CONNECTIONS_OPENED.labels("failed").inc()
             log.warning("database connection failed: %s", type(exc).__name__)
             raise DatabaseUnavailable() from None
         except BaseException:
             slots.release()
             raise
+        DB_CONNECTIONS_OPENED.labels("ok").inc()
+        DB_POOL_IN_USE.inc()
+        return conn
 
     def give_back(self, conn: Connection, *, discard: bool = False) -> None:
         """Return a borrowed connection, rolled back; a broken one is closed instead."""
@@ -174,6 +193,7 @@ class Database:
         else:
             with self._lock:
                 self._idle.append(conn)
+        DB_POOL_IN_USE.dec()
         self._slots.release()
 
     def close(self) -> None:
@@ -299,5 +319,6 @@ def _run_with_retry(
             if alive or attempt == 2:
                 log.warning("database error: %s", type(exc).__name__)
                 raise DatabaseUnavailable() from None
+            DB_RETRIES.inc()
             log.info("database connection broke, retrying on a fresh one")
     raise AssertionError("unreachable")

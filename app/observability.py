@@ -1,4 +1,4 @@
-"""Request ids, one JSON log object per line, and one access-log line per request.
+"""Request ids, one JSON log object per line, one access-log line and the request metrics per request.
 
 Log lines carry the request id and user id of the request they belong to.
 Nothing here logs headers, query strings or bodies, which is where tokens and
@@ -25,6 +25,8 @@ from typing import Any
 
 from flask import Flask, Response, g, has_request_context, request
 from werkzeug.middleware.proxy_fix import ProxyFix
+
+from .metrics import HTTP_REQUEST_SECONDS, HTTP_REQUESTS
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # Accepted from clients and proxies as is; anything else is replaced, so a
@@ -252,9 +254,14 @@ def _start_request() -> None:
 
 def _finish_request(response: Response) -> Response:
     response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
+    started = g.get("request_started")
+    # The route's template (/s3/files/<int:file_id>), never the path: ids would be series.
+    route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+    HTTP_REQUESTS.labels(request.method, route, response.status_code).inc()
+    if started is not None:
+        HTTP_REQUEST_SECONDS.labels(request.method, route).observe(time.perf_counter() - started)
     if not access_log.isEnabledFor(logging.INFO):
         return response
-    started = g.get("request_started")
     access_log.info(
         "request",
         extra={

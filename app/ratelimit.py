@@ -33,6 +33,7 @@ from limits.strategies import FixedWindowRateLimiter
 from .auth import current_user_id
 from .config import Settings
 from .errors import ApiError, TooManyRequests
+from .metrics import RATE_LIMIT_REFUSALS
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,7 @@ class RateLimiter:
             windows = self._local
             allowed = windows.hit(item, KEY_PREFIX, scope, caller)
         if not allowed:
+            RATE_LIMIT_REFUSALS.labels(scope).inc()
             reset = windows.reset_time(item, KEY_PREFIX, scope, caller)
             retry_after = max(1, math.ceil(reset - time.time()))
             raise TooManyRequests(

@@ -522,6 +522,7 @@ RATIOS = [
     ("echo", "echo-gunicorn"),
     ("write-once", "ours"),
     ("checksummed", "ours"),
+    ("ours+metrics", "ours"),
     ("ours-trust", "guide-trust"),
     ("ours params", "companion params"),
     ("ours part", "companion part"),
@@ -631,8 +632,16 @@ def main(argv: list[str] | None = None) -> int:
         trust_env = {**env, "DATABASE_URL": trust_url}
         w, t = args.workers, args.threads
         ours = granian_server("ours", "app:create_app", free_port(), env)
+        # ours with its metrics served (METRICS_PORT): each worker's counts in files, the client's
+        # multi-process mode, against ours whose counts stay in memory: that mode's cost, side by side.
+        metrics_env = {
+            **env,
+            "METRICS_PORT": str(free_port()),
+            "PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics"),
+        }
         servers = [
             ours,
+            granian_server("ours-metrics", "app:create_app", free_port(), metrics_env),
             gunicorn_server("ours-gunicorn", "app:create_app()", free_port(), env),
             granian_server("ours-trust", "app:create_app", free_port(), trust_env),
             guide_server("guide", guide_dir, free_port(), guide_env, w, t),
@@ -690,6 +699,7 @@ def main(argv: list[str] | None = None) -> int:
         presign_rows = [
             ("ours", "ours", "/presign-upload"),
             ("ours-gunicorn", "ours-gunicorn", "/presign-upload"),
+            ("ours+metrics", "ours-metrics", "/presign-upload"),
             # write-once: ours on its own route, /s3/presign-upload, which signs If-None-Match: *
             # (the guides' /presign-upload keeps the guides' PUT): the condition's cost, side by side.
             ("write-once", "ours", "/s3/presign-upload"),
@@ -700,6 +710,7 @@ def main(argv: list[str] | None = None) -> int:
         save_rows = [
             ("ours", "ours", "/save-metadata"),
             ("ours-gunicorn", "ours-gunicorn", "/save-metadata"),
+            ("ours+metrics", "ours-metrics", "/save-metadata"),
             # checksummed: ours saving keys presigned with a SHA-256 (its checks' cost, side by side).
             ("checksummed", "ours", "/s3/save-metadata"),
             ("guide", "guide", "/save-metadata"),

@@ -20,7 +20,9 @@ What each piece becomes here:
   a worker still busy after GRACEFUL_TIMEOUT_SECONDS is killed;
 - a worker that dies is replaced (``respawn_failed_workers``);
 - forwarded headers stay ProxyFix's (TRUSTED_PROXY_COUNT); request size is
-  Flask's MAX_CONTENT_LENGTH; the app writes its own JSON access line.
+  Flask's MAX_CONTENT_LENGTH; the app writes its own JSON access line;
+- with METRICS_PORT, a thread of the main process serves the workers'
+  summed metrics there (deploy/metrics.py).
 """
 
 from __future__ import annotations
@@ -42,10 +44,12 @@ from app.config import (
     EnvReader,
     Settings,
     load_settings,
+    server_ports,
     storage_call_budget_seconds,
 )
 from app.observability import logging_config
 from app.uploads.recorder import EXIT_FLUSH_SECONDS
+from deploy import metrics
 
 DEFAULT_FACTORY = "app:create_app"
 # What granian's workers stop on.
@@ -95,7 +99,7 @@ def granian_options(env: EnvReader, settings: Settings) -> dict[str, Any]:
         )
     return {
         "address": env.get("HOST") or "0.0.0.0",  # noqa: S104 - a container listens on all interfaces
-        "port": env.integer("PORT", 3000, 1, 65535),
+        "port": server_ports(env)[0],
         "interface": Interfaces.WSGI,
         "workers": workers,
         "blocking_threads": settings.server_threads,
@@ -165,10 +169,17 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     env = EnvReader(os.environ)
     options = granian_options(env, settings)
+    _, metrics_port = server_ports(env)
     switch_interval = env.number("GIL_SWITCH_INTERVAL_SECONDS", 0.0005, 0.00001, 1.0)
     if env.problems:
         print(ConfigError(env.problems), file=sys.stderr)
         return 1
+    if metrics_port is not None:
+        try:
+            metrics.serve(options["address"], metrics_port)
+        except OSError as exc:
+            print(f"cannot serve metrics on METRICS_PORT {metrics_port}: {exc.strerror}", file=sys.stderr)
+            return 1
 
     from granian import Granian
     from granian.errors import ConfigurationError

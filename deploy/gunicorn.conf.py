@@ -12,8 +12,17 @@ import sys
 from dotenv import load_dotenv
 from gunicorn.glogging import Logger
 
-from app.config import LOG_LEVELS, ConfigError, EnvReader, load_settings, storage_call_budget_seconds
+import deploy  # noqa: F401 - first: readies the workers' metrics folder before the app is imported
+from app.config import (
+    LOG_LEVELS,
+    ConfigError,
+    EnvReader,
+    load_settings,
+    server_ports,
+    storage_call_budget_seconds,
+)
 from app.observability import logging_config
+from deploy import metrics
 
 load_dotenv()
 
@@ -25,7 +34,9 @@ except ConfigError as exc:
 # The server's own variables, read and refused with the service's messages.
 env = EnvReader(os.environ)
 
-bind = f"{env.get('HOST') or '0.0.0.0'}:{env.integer('PORT', 3000, 1, 65535)}"  # noqa: S104 - a container listens on all interfaces
+host = env.get("HOST") or "0.0.0.0"  # noqa: S104 - a container listens on all interfaces
+port, metrics_port = server_ports(env)
+bind = f"{host}:{port}"
 workers = env.integer("WEB_CONCURRENCY", 2, 1, 256)
 worker_class = "gthread"
 # WEB_THREADS is the service's too: the database pool is sized from it (app/config.py).
@@ -67,6 +78,12 @@ accesslog = None
 logger_class = AppWritesAccessLog
 logconfig_dict = logging_config(log_level.upper())
 control_socket_disable = True
+
+
+def when_ready(server: object) -> None:
+    """Serve the workers' summed metrics on METRICS_PORT from the master, once it listens."""
+    if metrics_port is not None:
+        metrics.serve(host, metrics_port)
 
 
 def post_worker_init(worker: object) -> None:

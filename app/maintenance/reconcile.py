@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from ..metrics import RECONCILE_FINDINGS, RECONCILE_RUNS
 from ..repository import ListedRow, MaintenanceRepository
 from ..storage import StorageProvider
 from .sweep import STALE_CLAIM_SECONDS
@@ -68,7 +69,11 @@ def reconcile(
         run.rows_without_object(listed_since, cutoff)
     finally:
         repo.finish_listing()
-    return run.report
+    report = run.report
+    RECONCILE_RUNS.labels(provider.name).inc()
+    for finding in ("orphan_objects", "missing_objects", "deleted_objects", "removed_rows"):
+        RECONCILE_FINDINGS.labels(provider.name, finding).inc(getattr(report, finding))
+    return report
 
 
 @dataclass

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from ..metrics import SWEEP_RUNS, SWEEP_UPLOADS
 from ..repository import MaintenanceRepository
 from ..storage import MultipartProvider, StorageError, StorageProvider
 
@@ -73,6 +74,29 @@ def sweep(
         failed=dict.fromkeys(providers, 0),
         aborted=dict.fromkeys(providers, 0),
     )
+    try:
+        _sweep(repo, providers, older_than, report, batch_size, keep_swept_seconds, expired_for, ours)
+    except BaseException:
+        SWEEP_RUNS.labels("failed").inc()
+        raise
+    SWEEP_RUNS.labels("ok").inc()
+    for name in providers:
+        SWEEP_UPLOADS.labels(name, "swept").inc(report.swept[name])
+        SWEEP_UPLOADS.labels(name, "failed").inc(report.failed[name])
+        SWEEP_UPLOADS.labels(name, "multipart_aborted").inc(report.aborted[name])
+    return report
+
+
+def _sweep(
+    repo: MaintenanceRepository,
+    providers: Mapping[str, StorageProvider],
+    older_than: float,
+    report: SweepReport,
+    batch_size: int,
+    keep_swept_seconds: float,
+    expired_for: float,
+    ours: Callable[[str], bool] | None,
+) -> None:
     while True:
         claimed = repo.claim_abandoned(
             list(providers), older_than, batch_size, STALE_CLAIM_SECONDS, expired_for=expired_for
@@ -87,7 +111,6 @@ def sweep(
             break
     _abort_unfinished(repo, providers, older_than, report, expired_for, ours)
     report.forgotten = _forget_swept(repo, providers, keep_swept_seconds, batch_size)
-    return report
 
 
 def _by_provider(pairs: Sequence[tuple[str, str]]) -> dict[str, list[str]]:

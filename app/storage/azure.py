@@ -51,6 +51,7 @@ from .base import (
     StorageRefused,
     StorageTimeout,
 )
+from .metering import storage_call
 
 log = logging.getLogger(__name__)
 
@@ -378,6 +379,11 @@ class AzureBlobProvider(StagingProvider):
 
     @contextmanager
     def _translate_errors(self, operation: str) -> Iterator[None]:
+        with storage_call("azure", operation), self._translated(operation):
+            yield
+
+    @contextmanager
+    def _translated(self, operation: str) -> Iterator[None]:
         try:
             yield
         except ServiceResponseError:

@@ -45,6 +45,7 @@ from .base import (
     UploadedPart,
 )
 from .http import HttpPool, HttpResponse, TimedOut, Unreachable
+from .metering import storage_call
 from .sigv4 import SigV4Presigner
 
 log = logging.getLogger(__name__)
@@ -353,6 +354,12 @@ class S3CompatibleProvider(MultipartProvider):
         self, method: str, target: str, headers: dict[str, str] | None = None, *, max_body: int = 0
     ) -> HttpResponse:
         """Send a presigned request; retry 5xx and connection failures as botocore's standard mode does."""
+        with storage_call(self.name, method):
+            return self._send_with_retries(method, target, headers, max_body)
+
+    def _send_with_retries(
+        self, method: str, target: str, headers: dict[str, str] | None, max_body: int
+    ) -> HttpResponse:
         for attempt in range(1, self._max_attempts + 1):
             last = attempt == self._max_attempts
             try:
@@ -481,6 +488,11 @@ class S3CompatibleProvider(MultipartProvider):
 
     @contextmanager
     def _translate_errors(self, operation: str) -> Iterator[None]:
+        with storage_call(self.name, operation), self._translated(operation):
+            yield
+
+    @contextmanager
+    def _translated(self, operation: str) -> Iterator[None]:
         try:
             yield
         except (ConnectTimeoutError, ReadTimeoutError):

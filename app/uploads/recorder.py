@@ -29,6 +29,12 @@ from collections.abc import Callable, Sequence
 import psycopg2
 
 from ..db import DatabaseUnavailable
+from ..metrics import (
+    PRESIGN_RECORD_RETRIES,
+    PRESIGN_RECORDS_DROPPED,
+    PRESIGN_RECORDS_QUEUED,
+    PRESIGN_RECORDS_WRITTEN,
+)
 from ..repository import PendingUpload
 
 log = logging.getLogger(__name__)
@@ -69,8 +75,10 @@ class PendingRecorder:
         self._check_fork()
         with self._cond:
             if len(self._queue) >= self._max_queued:
+                PRESIGN_RECORDS_DROPPED.labels("full").inc()
                 raise DatabaseUnavailable("too many uploads waiting to be recorded; try again shortly")
             self._queue.append(record)
+            PRESIGN_RECORDS_QUEUED.inc()
             if self._thread is None:
                 self._closed = False
                 self._start()
@@ -141,6 +149,7 @@ class PendingRecorder:
 
     def _flush_at_exit(self, pid: int) -> None:
         if pid == os.getpid() and not self.flush(EXIT_FLUSH_SECONDS):
+            PRESIGN_RECORDS_DROPPED.labels("exit").inc(self.queued)
             log.warning("exiting with %d presign records not written", self.queued)
 
     def _take_batch(self) -> list[PendingUpload] | None:
@@ -163,6 +172,8 @@ class PendingRecorder:
             if not written:
                 # Back to the front, in order, for the next attempt.
                 self._queue.extendleft(reversed(batch))
+            else:
+                PRESIGN_RECORDS_QUEUED.dec(len(batch))
             self._in_flight -= len(batch)
             self._cond.notify_all()
 
@@ -173,11 +184,17 @@ class PendingRecorder:
             # Not a connection problem (those arrive as DatabaseUnavailable):
             # the batch holds a record the table refuses. Keep the others.
             log.error("presign batch refused (%s); writing its records one by one", type(exc).__name__)
+            dropped = 0
             for record in batch:
                 try:
                     self._write_batch([record])
                 except psycopg2.Error as one:
+                    dropped += 1
                     log.error("dropped the presign record of one key: %s", type(one).__name__)
+            PRESIGN_RECORDS_DROPPED.labels("refused").inc(dropped)
+            PRESIGN_RECORDS_WRITTEN.inc(len(batch) - dropped)
+        else:
+            PRESIGN_RECORDS_WRITTEN.inc(len(batch))
 
     def _run(self) -> None:
         backoff = 0.1
@@ -189,6 +206,7 @@ class PendingRecorder:
                 self._write(batch)
             except Exception as exc:  # noqa: BLE001 - keep the records, keep the thread
                 self._done(batch, written=False)
+                PRESIGN_RECORD_RETRIES.inc()
                 log.warning(
                     "could not record %d presigned uploads (%s); retrying in %.1f s",
                     len(batch),
