@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: libmagic pgbouncer run test test-unit lint format install browser tinyproxy clean bench
+.PHONY: libmagic servers run test test-unit lint format install browser clean bench
 
 run: install  ## Run the service on http://localhost:3000 with local PostgreSQL and storage emulators
 	$(BIN)/python -m devstack
@@ -28,7 +28,7 @@ format:
 	$(BIN)/ruff format app devstack deploy bench tests
 	$(BIN)/ruff check --fix app devstack deploy bench tests
 
-install: $(VENV)/.installed node_modules/.installed browser tinyproxy pgbouncer libmagic
+install: $(VENV)/.installed node_modules/.installed browser servers libmagic
 
 # The browser tests drive Debian's Chromium (Playwright cannot download its own here).
 browser:
@@ -46,21 +46,19 @@ libmagic:
 		{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q libmagic1 >/dev/null; }; \
 	else echo "libmagic not found: install it (Debian: apt-get install libmagic1; macOS: brew install libmagic)"; exit 1; fi
 
-# A real connection pooler in transaction mode, as Neon's pooled URL is, for the tests (Debian's pgbouncer).
-pgbouncer:
-	@if command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ]; then :; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbouncer >/dev/null 2>&1 || \
-		{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbouncer >/dev/null; }; \
-	else echo "pgbouncer not found: install it (Debian: apt-get install pgbouncer) for the pooler tests"; fi
+# Real servers the tests start themselves, from Debian's packages (command:package): a
+# connection pooler in transaction mode, as Neon's pooled URL is; a forward proxy for
+# HTTP(S)_PROXY; the reverse proxy and the shared Redis in front of and behind replicas.
+DEBIAN_SERVERS := pgbouncer:pgbouncer tinyproxy:tinyproxy nginx:nginx redis-server:redis-server
 
-# A real forward proxy for the tests of HTTP(S)_PROXY (Debian's tinyproxy).
-tinyproxy:
-	@if command -v tinyproxy >/dev/null 2>&1 || [ -x /usr/bin/tinyproxy ]; then :; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -q tinyproxy >/dev/null 2>&1 || \
-		{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q tinyproxy >/dev/null; }; \
-	else echo "tinyproxy not found: install it (Debian: apt-get install tinyproxy) for the proxy tests"; fi
+servers:
+	@for pair in $(DEBIAN_SERVERS); do cmd=$${pair%%:*}; pkg=$${pair##*:}; \
+		if command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || [ -x /usr/bin/$$cmd ]; then continue; fi; \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$pkg >/dev/null 2>&1 || \
+			{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$pkg >/dev/null; }; \
+		else echo "$$cmd not found: install it (Debian: apt-get install $$pkg) for the tests that start one"; fi; \
+	done
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)

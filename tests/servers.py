@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 import signal
 import subprocess
@@ -125,6 +126,8 @@ class PgBouncer:
 
     ``upstream`` is a URL of that server (a Unix socket's or a TCP one);
     clients reach any of its databases, as its user, through ``url(...)``.
+    As root it runs as an unprivileged user, who is given ``workdir``: a
+    folder of its own (its parents must let that user in).
     """
 
     workdir: Path
@@ -184,31 +187,19 @@ class PgBouncer:
 
 # -- nginx ----------------------------------------------------------------------------------------
 
-# What nginx may retry on another replica, and why (the README's "Several replicas" says the same).
-#
-# nginx retries a request on the next replica when it could not connect, or the
-# connection failed before any answer ("error"), or it timed out ("timeout").
-# By default it never sends a POST again once it has sent it to a replica, since
-# a POST may not be safe to repeat. Ours are, route by route:
-# - presign, sign and POST-policy routes only sign: repeated, they sign a
-#   second key, which nobody uploads to and the sweep removes;
-# - save-metadata is idempotent (saving a saved key answers its row);
-# so those may be retried after they were sent ("non_idempotent"). A
-# replica that stops (SIGTERM) closes its listening socket and resets the
-# connections still queued on it: without these retries, those requests
-# would fail at the client. Uploads in parts (create, complete, abort) are
-# not retried once sent: a repeated complete would find its object already
-# there. 503s are not retried: the replicas share one database, and the
-# client is told to come back (Retry-After).
-NGINX_SAFE_TO_RETRY = (
-    r"^/([a-z0-9]+/)?(presign-upload|save-metadata|s3/sign)$"
-    r"|^/(presign-b2-upload|save-b2-metadata|generate-upload-sas)$"
-)
+# The proxy configuration docker-compose.yml runs, which says what is retried and why.
+NGINX_SITE = ROOT / "deploy" / "compose" / "nginx.conf"
 
 
 def nginx_config(port: int, upstream_ports: Sequence[int], workdir: Path) -> str:
-    """An nginx.conf that balances ``upstream_ports`` and retries as NGINX_SAFE_TO_RETRY says."""
-    servers = "".join(f"        server 127.0.0.1:{p} max_fails=1 fail_timeout=5s;\n" for p in upstream_ports)
+    """nginx.conf around deploy/compose/nginx.conf, its replicas and port replaced by ours."""
+    site = NGINX_SITE.read_text()
+    servers = "".join(f"    server 127.0.0.1:{p} max_fails=1 fail_timeout=5s;\n" for p in upstream_ports)
+    site, replaced = re.subn(r"(?m)^    server 127\.0\.0\.1:\d+ .*\n", "", site)
+    assert replaced, "deploy/compose/nginx.conf names no replica to replace"
+    site = site.replace("upstream replicas {\n", "upstream replicas {\n" + servers, 1)
+    site, listens = re.subn(r"(?m)^    listen \d+;", f"    listen 127.0.0.1:{port};", site)
+    assert listens == 1, "deploy/compose/nginx.conf must listen on one port"
     return f"""
 daemon off;
 worker_processes 1;
@@ -223,28 +214,7 @@ http {{
     scgi_temp_path {workdir}/scgi;
     log_format upstreams '$request_method $uri $status $upstream_addr $upstream_status';
     access_log {workdir}/access.log upstreams;
-    upstream replicas {{
-{servers}    }}
-    server {{
-        listen 127.0.0.1:{port};
-        client_max_body_size 64k;
-        proxy_set_header Host $http_host;
-        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-        proxy_set_header X-Forwarded-Proto $scheme;
-        proxy_set_header X-Forwarded-Host $http_host;
-        proxy_connect_timeout 2s;
-        proxy_read_timeout 60s;
-        proxy_next_upstream error timeout;
-        proxy_next_upstream_tries 3;
-        proxy_next_upstream_timeout 15s;
-        location ~ "{NGINX_SAFE_TO_RETRY}" {{
-            proxy_next_upstream error timeout non_idempotent;
-            proxy_pass http://replicas;
-        }}
-        location / {{
-            proxy_pass http://replicas;
-        }}
-    }}
+{site}
 }}
 """
 
