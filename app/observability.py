@@ -34,6 +34,8 @@ REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 
 access_log = logging.getLogger("app.access")
+# The methods the request metrics name; any other is counted as "other".
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # How often the log writer writes what has queued up (see BackgroundStreamHandler).
 LOG_WRITE_INTERVAL_SECONDS = 0.05
 
@@ -257,9 +259,11 @@ def _finish_request(response: Response) -> Response:
     started = g.get("request_started")
     # The route's template (/s3/files/<int:file_id>), never the path: ids would be series.
     route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-    HTTP_REQUESTS.labels(request.method, route, response.status_code).inc()
+    # Any token is a method to the HTTP layer: one a client makes up is "other", not a series.
+    method = request.method if request.method in KNOWN_METHODS else "other"
+    HTTP_REQUESTS.labels(method, route, response.status_code).inc()
     if started is not None:
-        HTTP_REQUEST_SECONDS.labels(request.method, route).observe(time.perf_counter() - started)
+        HTTP_REQUEST_SECONDS.labels(method, route).observe(time.perf_counter() - started)
     if not access_log.isEnabledFor(logging.INFO):
         return response
     access_log.info(

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,9 @@ class _LiveWorkersOnly:
         for path in self._directory.glob("gauge_live*_*.db"):
             pid = path.stem.rpartition("_")[2]
             if pid.isdigit() and not _alive(int(pid)):
-                mark_process_dead(int(pid), str(self._directory))
+                # Two scrapes at once may both find it; the second finds it gone.
+                with suppress(FileNotFoundError):
+                    mark_process_dead(int(pid), str(self._directory))
         return self._collector.collect()
 
 

@@ -9,6 +9,7 @@ time, so memory stays flat however big the bucket.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -57,9 +58,9 @@ def reconcile(
 ) -> ReconcileReport:
     """Compare ``provider``'s bucket with its table; with ``fix``, clean what is older than the grace."""
     listed_since = datetime.now(UTC)
+    run = _Run(repo, provider, fix, say, page_size, ReconcileReport())
     repo.start_listing()
     try:
-        run = _Run(repo, provider, fix, say, page_size, ReconcileReport())
         for page in provider.list_objects():
             repo.add_to_listing([(o.key, o.size, o.last_modified) for o in page])
             run.report.objects_listed += len(page)
@@ -67,13 +68,20 @@ def reconcile(
         cutoff = datetime.now(UTC) - timedelta(seconds=grace_seconds)
         run.objects_without_row(cutoff)
         run.rows_without_object(listed_since, cutoff)
-    finally:
+    except BaseException:
+        # The failure is what the caller hears of: if the database is what failed, the
+        # run's copy of the listing stays until a later run removes it as abandoned.
+        with suppress(Exception):
+            repo.finish_listing()
+        raise
+    else:
         repo.finish_listing()
-    report = run.report
-    RECONCILE_RUNS.labels(provider.name).inc()
-    for finding in ("orphan_objects", "missing_objects", "deleted_objects", "removed_rows"):
-        RECONCILE_FINDINGS.labels(provider.name, finding).inc(getattr(report, finding))
-    return report
+    finally:
+        # What a failed run did before it failed counts too.
+        RECONCILE_RUNS.labels(provider.name).inc()
+        for finding in ("orphan_objects", "missing_objects", "deleted_objects", "removed_rows"):
+            RECONCILE_FINDINGS.labels(provider.name, finding).inc(getattr(run.report, finding))
+    return run.report
 
 
 @dataclass

@@ -74,16 +74,17 @@ def sweep(
         failed=dict.fromkeys(providers, 0),
         aborted=dict.fromkeys(providers, 0),
     )
+    outcome = "failed"
     try:
         _sweep(repo, providers, older_than, report, batch_size, keep_swept_seconds, expired_for, ours)
-    except BaseException:
-        SWEEP_RUNS.labels("failed").inc()
-        raise
-    SWEEP_RUNS.labels("ok").inc()
-    for name in providers:
-        SWEEP_UPLOADS.labels(name, "swept").inc(report.swept[name])
-        SWEEP_UPLOADS.labels(name, "failed").inc(report.failed[name])
-        SWEEP_UPLOADS.labels(name, "multipart_aborted").inc(report.aborted[name])
+        outcome = "ok"
+    finally:
+        # What a failed run did before it failed counts too.
+        SWEEP_RUNS.labels(outcome).inc()
+        for name in providers:
+            SWEEP_UPLOADS.labels(name, "swept").inc(report.swept[name])
+            SWEEP_UPLOADS.labels(name, "failed").inc(report.failed[name])
+            SWEEP_UPLOADS.labels(name, "multipart_aborted").inc(report.aborted[name])
     return report
 
 

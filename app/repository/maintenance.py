@@ -86,7 +86,9 @@ FORGET_SWEPT = """
 # under the run's own id (migration 008: a temporary table would not follow
 # a transaction pooler's connections), and PostgreSQL does both anti-joins;
 # the process holds one page at a time whatever the bucket's size.
-DELETE_ABANDONED_LISTINGS = "DELETE FROM reconcile_listings WHERE listed_at < now() - interval '1 day'"
+# A run that died left its copy behind (migration 008 says a day; a week is safer:
+# no run lists for that long, and a run's rows are never taken from under it).
+DELETE_ABANDONED_LISTINGS = "DELETE FROM reconcile_listings WHERE listed_at < now() - interval '7 days'"
 DELETE_LISTING = "DELETE FROM reconcile_listings WHERE run_id = %(run)s"
 INSERT_LISTING = """
     INSERT INTO reconcile_listings (run_id, key, size, last_modified)

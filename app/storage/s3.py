@@ -354,8 +354,12 @@ class S3CompatibleProvider(MultipartProvider):
         self, method: str, target: str, headers: dict[str, str] | None = None, *, max_body: int = 0
     ) -> HttpResponse:
         """Send a presigned request; retry 5xx and connection failures as botocore's standard mode does."""
-        with storage_call(self.name, method):
-            return self._send_with_retries(method, target, headers, max_body)
+        with storage_call(self.name, method) as call:
+            response = self._send_with_retries(method, target, headers, max_body)
+            # Absent (404) and an empty object's range (416) are answers; other 4xx are refusals.
+            if response.status >= 400 and response.status not in (404, 416):
+                call.refused()
+            return response
 
     def _send_with_retries(
         self, method: str, target: str, headers: dict[str, str] | None, max_body: int

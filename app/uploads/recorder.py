@@ -69,6 +69,7 @@ class PendingRecorder:
         self._closed = False
         self._flushers = 0
         self._exit_hook_pid = 0
+        self._exit_flushed_pid = 0
 
     def record(self, record: PendingUpload) -> None:
         """Queue one record; refuse (503) when the database has fallen too far behind."""
@@ -148,7 +149,12 @@ class PendingRecorder:
             self._exit_hook_pid = self._pid
 
     def _flush_at_exit(self, pid: int) -> None:
-        if pid == os.getpid() and not self.flush(EXIT_FLUSH_SECONDS):
+        # Registered twice (atexit, and multiprocessing's finalizers, which gunicorn's
+        # workers also run at exit): flush once, or the wait and the count would double.
+        if pid != os.getpid() or self._exit_flushed_pid == pid:
+            return
+        self._exit_flushed_pid = pid
+        if not self.flush(EXIT_FLUSH_SECONDS):
             PRESIGN_RECORDS_DROPPED.labels("exit").inc(self.queued)
             log.warning("exiting with %d presign records not written", self.queued)
 

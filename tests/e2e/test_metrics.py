@@ -10,10 +10,12 @@ from pathlib import Path
 import psycopg2
 import pytest
 import requests
+from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.metrics import REGISTRY
 from devstack.services import free_port, port_is_free
-from tests.servers import service_env, start_service, stop_service, wait_service_ready
+from tests.servers import RedisServer, service_env, start_service, stop_service, wait_service_ready
 
 pytestmark = pytest.mark.integration
 
@@ -56,6 +58,8 @@ def metered(
     """A service of two workers with METRICS_PORT; yields its base URL, metrics port and database."""
     port, metrics_port = free_port(), free_port()
     database_url = make_database()
+    # The workers count rate limits together (else each would allow its own 5).
+    redis = RedisServer(tmp_path / "redis").start()
     env = service_env(
         app_env,
         database_url,
@@ -66,10 +70,10 @@ def metered(
         METRICS_PORT=str(metrics_port),
         PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"),
         RATE_LIMIT_PRESIGN=f"{PRESIGNS - 1}/minute",
-        # An abandoned upload is swept by a worker's own sweeper within seconds.
+        RATE_LIMIT_STORAGE_URI=redis.url,
+        # The workers' own sweepers look every second; the test expires the abandoned uploads.
         SWEEP_INTERVAL_SECONDS="1",
         SWEEP_GRACE_SECONDS="0",
-        UPLOAD_URL_EXPIRES_SECONDS="1",
     )
     log_path = tmp_path / "service.log"
     proc = start_service(env, log_path)
@@ -79,12 +83,13 @@ def metered(
         yield base, metrics_port, database_url
     finally:
         stop_service(proc, log_path)
+        redis.stop()
 
 
 def test_a_scrape_after_traffic_shows_what_the_workers_did(metered: tuple[str, int, str]) -> None:
     base, metrics_port, database_url = metered
     before = scrape(metrics_port)
-    session = requests.Session()  # keep-alive: the requests spread over both workers' threads anyway
+    session = requests.Session()
     statuses = []
     keys = []
     for i in range(PRESIGNS):
@@ -105,7 +110,25 @@ def test_a_scrape_after_traffic_shows_what_the_workers_did(metered: tuple[str, i
         assert answer.status_code == 201
     assert session.get(f"{base}/s3/files", timeout=10).status_code == 200
 
-    # The two unsaved uploads are swept by the workers' own sweepers once their URLs expire.
+    # The two unsaved uploads are swept by the workers' own sweepers once, as time would
+    # have it, they are old and their URLs have expired (once their records, written
+    # behind the answers, are there).
+    def recorded() -> bool:
+        with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM pending_uploads WHERE object_key = ANY(%s)", (abandoned,))
+            (count,) = cur.fetchone()  # type: ignore[misc]
+        conn.close()
+        return bool(count == len(abandoned))
+
+    assert eventually(recorded, 10)
+    with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
+        cur.execute(
+            "UPDATE pending_uploads SET created_at = now() - interval '1 hour',"
+            " expires_at = now() - interval '1 second' WHERE object_key = ANY(%s)",
+            (abandoned,),
+        )
+    conn.close()
+
     def swept() -> bool:
         series = {"provider": "s3", "result": "swept"}
         now = scrape(metrics_port).value("upload_sweep_uploads_total", **series)
@@ -162,3 +185,16 @@ def test_a_metrics_port_that_is_the_public_one_is_refused(
     assert f"METRICS_PORT: must differ from PORT ({port}): the public port never serves metrics" in output
     assert "Traceback" not in output
     assert port_is_free(port)
+
+
+def test_a_made_up_method_is_counted_as_other_not_as_a_series_of_its_own(
+    make_app: Callable[..., Flask],
+) -> None:
+    client = make_app().test_client()
+    labels = {"method": "other", "route": "unmatched", "status": "405"}
+    before = REGISTRY.get_sample_value("upload_http_requests_total", labels) or 0
+    for method in ("FOO1", "BAR2", "X" * 200):
+        assert client.open("/s3/files", method=method).status_code == 405
+    assert REGISTRY.get_sample_value("upload_http_requests_total", labels) == before + 3
+    names = {s.labels.get("method") for m in REGISTRY.collect() for s in m.samples}
+    assert not names & {"FOO1", "BAR2", "X" * 200}

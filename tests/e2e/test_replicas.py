@@ -3,7 +3,7 @@
 The production topology of the README's "Several replicas", started here as
 processes: each replica is deploy/entrypoint.sh (migrations, then granian)
 on a port of its own; nginx balances them with the retry rules of
-tests/servers.py (NGINX_SAFE_TO_RETRY); rate limits count in one Redis; the
+deploy/compose/nginx.conf; rate limits count in one Redis; the
 replicas reach the database through a transaction pooler and migrate on
 the direct URL. The tests run in order on one cluster (module scope).
 """
@@ -259,6 +259,7 @@ def eventually(check: Callable[[], bool], timeout: float = 30) -> bool:
 
 def test_the_replicas_background_sweeps_share_the_work_and_never_repeat_it(cluster: Cluster) -> None:
     before = cluster.sum_metric("upload_sweep_uploads_total", provider="s3", result="swept")
+    started_at = cluster.query("SELECT now()")[0][0]
     keys = abandon(cluster.nginx.base, 30)
 
     def recorded() -> bool:
@@ -284,7 +285,10 @@ def test_the_replicas_background_sweeps_share_the_work_and_never_repeat_it(clust
     assert eventually(all_swept)
     time.sleep(2)  # every round that could have claimed one has finished
     swept = cluster.sum_metric("upload_sweep_uploads_total", provider="s3", result="swept") - before
-    assert swept == len(keys)  # once each, between the three
+    # Once each, between the three: as many as the table says were swept meanwhile (ours,
+    # and any earlier test's whose URL expired).
+    in_table = cluster.query("SELECT count(*) FROM pending_uploads WHERE swept_at >= %s", (started_at,))
+    assert swept == in_table[0][0] >= len(keys)
     per_replica = [r.metric("upload_sweep_runs_total", outcome="ok") for r in cluster.replicas]
     assert all(runs > 0 for runs in per_replica), per_replica
 
@@ -484,7 +488,8 @@ def test_a_killed_replica_loses_a_bounded_few_records_and_reconcile_finds_them(c
     # The requests in flight on the killed replica were repeated on another by nginx (presign
     # and save may be: deploy/compose/nginx.conf). Without that rule one or two fail here.
     assert load.failures == [], (numbers, load.failures[:10])
-    # Bounded: only what the killed worker had queued (written every LINGER_SECONDS, 0.2 s).
-    assert all(killed_at - 1.0 <= load.issued[key] <= killed_at + 0.5 for key in lost), numbers
+    # Bounded: only what the killed worker had queued (written every LINGER_SECONDS, 0.2 s;
+    # 2 s of margin for a loaded machine).
+    assert all(killed_at - 2.0 <= load.issued[key] <= killed_at + 0.5 for key in lost), numbers
     # Found again: every lost upload that was never saved is an object reconcile reports.
     assert found == set(lost_unsaved), (numbers, reconciled.stdout[-2000:])

@@ -190,7 +190,9 @@ def test_readiness_answers_through_the_pooler(pooled_url: str, make_app: Callabl
 def advisory_locks_held(direct_url: str) -> int:
     with psycopg2.connect(direct_url) as conn, conn.cursor() as cur:
         cur.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = %s", (ADVISORY_LOCK_ID,)
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = %s"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            (ADVISORY_LOCK_ID,),
         )
         (count,) = cur.fetchone()  # type: ignore[misc]
     conn.close()

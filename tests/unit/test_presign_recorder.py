@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from app.db import DatabaseUnavailable
+from app.metrics import REGISTRY
 from app.repository import PendingUpload
 from app.uploads import recorder as recorder_module
 from app.uploads.recorder import PendingRecorder
@@ -135,3 +137,22 @@ def test_a_multiprocessing_child_flushes_its_queue_on_the_way_out(tmp_path: Path
     child.join(10)
     assert child.exitcode == 0
     assert path.read_text().split() == [pending_record(n).object_key for n in range(5)]
+
+
+def test_the_exit_flush_runs_once_however_many_hooks_call_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # gunicorn's workers run both hooks (atexit, and multiprocessing's finalizers from it).
+    monkeypatch.setattr(recorder_module, "EXIT_FLUSH_SECONDS", 0.2)
+    writer = FakeWriter()
+    writer.gate.clear()  # a database that never answers
+    recorder = PendingRecorder(writer)
+    recorder.record(pending_record(1))
+    assert writer.entered.wait(2)
+    dropped = REGISTRY.get_sample_value("upload_presign_records_dropped_total", {"reason": "exit"}) or 0
+    started = time.monotonic()
+    recorder._flush_at_exit(os.getpid())
+    recorder._flush_at_exit(os.getpid())
+    assert time.monotonic() - started < 0.35  # one wait, not two
+    after = REGISTRY.get_sample_value("upload_presign_records_dropped_total", {"reason": "exit"})
+    assert after == dropped + 1  # the one record, counted once
+    writer.gate.set()
+    recorder.close(timeout=2)
