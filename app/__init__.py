@@ -13,7 +13,9 @@ from flask_cors import CORS
 
 from . import auth, db, error_handlers, migrations, observability, openapi, page, ratelimit, storage
 from .config import PROVIDERS, S3_FAMILY, Settings, load_settings
+from .events import commands as event_commands
 from .maintenance import commands as maintenance_commands
+from .maintenance import quotas as quota_commands
 from .maintenance.background import BackgroundSweeper
 from .repository import FileRepository
 from .status import bp as status_bp
@@ -24,7 +26,7 @@ from .uploads.policy import UploadPolicy
 from .uploads.recorder import PendingRecorder
 from .uploads.service import UploadService
 from .uploads.views import bp as uploads_bp
-from .uploads.views import guides_bp
+from .uploads.views import guides_bp, usage_bp
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     error_handlers.init_app(app)
     migrations.init_app(app)
     maintenance_commands.init_app(app)
+    event_commands.init_app(app)
+    quota_commands.init_app(app)
     _log_providers(settings)
     return app
 
@@ -65,7 +69,12 @@ def register_extensions(app: Flask, settings: Settings) -> None:
     auth.init_app(app, settings.auth)
     openapi.init_app(app, settings)
     page.init_app(app, settings, providers)
-    repo = FileRepository(database.run, row_level_security=settings.db_row_level_security)
+    repo = FileRepository(
+        database.run,
+        row_level_security=settings.db_row_level_security,
+        events=settings.events_enabled,
+        quotas=settings.quotas if settings.quotas_enforced else None,
+    )
     policy = UploadPolicy(
         settings.max_upload_bytes, settings.allowed_content_types, settings.require_checksums
     )
@@ -80,6 +89,7 @@ def register_extensions(app: Flask, settings: Settings) -> None:
         settings.sweep_interval_seconds,
         settings.sweep_grace_seconds,
         settings.upload_url_expires_seconds,
+        events=settings.events_enabled,
     )
     app.extensions["sweeper"] = sweeper
     if sweeper.enabled:
@@ -99,6 +109,7 @@ def register_blueprints(app: Flask) -> None:
             multipart_bp, name=f"multipart_{name}", url_prefix=f"/{name}/s3", url_defaults={"provider": name}
         )
     app.register_blueprint(guides_bp)
+    app.register_blueprint(usage_bp)
     app.register_blueprint(status_bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(page.bp)

@@ -8,10 +8,13 @@ disabled and its routes answer 503 naming what is missing.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import dataclasses
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import psycopg2
@@ -114,6 +117,16 @@ class AuthSettings:
 
 
 @dataclass(frozen=True)
+class QuotaLimits:
+    """One user's limits (the defaults, or an override); None is unlimited."""
+
+    bytes: int | None = None
+    files: int | None = None
+    unsaved_bytes: int | None = None
+    unsaved_uploads: int | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the service reads from its environment."""
 
@@ -159,6 +172,22 @@ class Settings:
     page_multipart_threshold_bytes: int = 100 * 1024**2
     #: where the upload page gets a bearer token from (same-site, with cookies); None: pasted
     page_token_url: str | None = None
+    #: webhooks (README "Events"): receivers; none means no events are written
+    webhook_urls: tuple[str, ...] = field(default=(), repr=False)
+    webhook_secret: str | None = field(default=None, repr=False)
+    webhook_max_attempts: int = 10
+    webhook_retry_base_seconds: float = 5.0
+    webhook_timeout_seconds: float = 10.0
+    events_retention_days: float = 7.0
+    #: per-user limits (README "Quotas"); None is unlimited
+    quotas: QuotaLimits = field(default_factory=lambda: QuotaLimits())
+    #: enforce quotas (on by default when any QUOTA_* default is set)
+    quotas_enforced: bool = False
+
+    @property
+    def events_enabled(self) -> bool:
+        """Whether changes write events for webhooks (WEBHOOK_URLS is set)."""
+        return bool(self.webhook_urls)
 
 
 def storage_call_budget_seconds(settings: Settings) -> float:
@@ -537,6 +566,64 @@ def _rate_limit_storage(r: EnvReader) -> str:
 
 
 # Every default of the service, written once: the field defaults above.
+WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 - the Standard Webhooks prefix, not a secret
+
+
+def _webhook_settings(r: EnvReader) -> dict[str, Any]:
+    urls: list[str] = []
+    for raw in (r.get("WEBHOOK_URLS") or "").split(","):
+        raw = raw.strip()
+        if not raw:
+            continue
+        parts = urlsplit(raw)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            # Never echo the value: a URL may carry credentials.
+            r.problems.append(f"WEBHOOK_URLS: entry {len(urls) + 1} is not an http(s) URL")
+        urls.append(raw)
+    secret = r.get("WEBHOOK_SECRET")
+    if urls and secret is None:
+        r.problems.append(
+            "WEBHOOK_SECRET: required with WEBHOOK_URLS (whsec_ followed by base64 of 24 to 64 bytes)"
+        )
+    elif secret is not None and not _valid_webhook_secret(secret):
+        r.problems.append("WEBHOOK_SECRET: expected whsec_ followed by base64 of 24 to 64 random bytes")
+    d = DEFAULTS
+    return {
+        "webhook_urls": tuple(urls),
+        "webhook_secret": secret,
+        "webhook_max_attempts": r.integer("WEBHOOK_MAX_ATTEMPTS", d.webhook_max_attempts, 1, 100),
+        "webhook_retry_base_seconds": r.number(
+            "WEBHOOK_RETRY_BASE_SECONDS", d.webhook_retry_base_seconds, 0.01, 3600.0
+        ),
+        "webhook_timeout_seconds": r.number("WEBHOOK_TIMEOUT_SECONDS", d.webhook_timeout_seconds, 0.1, 300.0),
+        "events_retention_days": r.number("EVENTS_RETENTION_DAYS", d.events_retention_days, 0.0, 3650.0),
+    }
+
+
+def _valid_webhook_secret(secret: str) -> bool:
+    if not secret.startswith(WEBHOOK_SECRET_PREFIX):
+        return False
+    try:
+        key = base64.b64decode(secret[len(WEBHOOK_SECRET_PREFIX) :], validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return 24 <= len(key) <= 64
+
+
+def _quota_settings(r: EnvReader) -> dict[str, Any]:
+    def limit(name: str) -> int | None:
+        return r.integer(name, 0, 0, 2**62) if r.get(name) is not None else None
+
+    limits = QuotaLimits(
+        bytes=limit("QUOTA_BYTES_PER_USER"),
+        files=limit("QUOTA_FILES_PER_USER"),
+        unsaved_bytes=limit("QUOTA_UNSAVED_BYTES_PER_USER"),
+        unsaved_uploads=limit("QUOTA_UNSAVED_UPLOADS_PER_USER"),
+    )
+    any_default = any(v is not None for v in dataclasses.astuple(limits))
+    return {"quotas": limits, "quotas_enforced": r.switch("QUOTAS", any_default)}
+
+
 DEFAULTS = Settings(database_url="", providers={}, missing={})
 
 
@@ -620,6 +707,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
             5 * 1024**3,
         ),
         page_token_url=r.url("UPLOAD_PAGE_TOKEN_URL"),
+        **_webhook_settings(r),
+        **_quota_settings(r),
     )
     if r.problems:
         raise ConfigError(r.problems)

@@ -512,6 +512,10 @@ def median_sample(samples: list[Sample]) -> Sample:
     )
 
 
+# Any well-formed secret: no receiver answers at the bench's WEBHOOK_URLS (no worker runs).
+BENCH_WEBHOOK_SECRET = "whsec_" + "QkVOQ0hCRU5DSEJFTkNIQkVOQ0hCRU5DSEJFTkNI"
+
+
 # The ratios each table prints, where both rows ran (rows of one workload).
 RATIOS = [
     ("ours", "guide"),
@@ -523,6 +527,8 @@ RATIOS = [
     ("write-once", "ours"),
     ("checksummed", "ours"),
     ("ours+metrics", "ours"),
+    ("ours+events", "ours"),
+    ("ours+quotas", "ours"),
     ("ours-trust", "guide-trust"),
     ("ours params", "companion params"),
     ("ours part", "companion part"),
@@ -639,9 +645,24 @@ def main(argv: list[str] | None = None) -> int:
             "METRICS_PORT": str(free_port()),
             "PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics"),
         }
+        # ours writing an event per save to the outbox (WEBHOOK_URLS set; no worker runs), and
+        # ours enforcing quotas (a presign reserves under its user's lock; a save checks):
+        # each one's cost on the same routes, side by side.
+        events_env = {
+            **env,
+            "WEBHOOK_URLS": "http://127.0.0.1:9/hooks",
+            "WEBHOOK_SECRET": BENCH_WEBHOOK_SECRET,
+        }
+        quotas_env = {
+            **env,
+            "QUOTA_BYTES_PER_USER": str(10**15),
+            "QUOTA_UNSAVED_UPLOADS_PER_USER": str(10**9),
+        }
         servers = [
             ours,
             granian_server("ours-metrics", "app:create_app", free_port(), metrics_env),
+            granian_server("ours-events", "app:create_app", free_port(), events_env),
+            granian_server("ours-quotas", "app:create_app", free_port(), quotas_env),
             gunicorn_server("ours-gunicorn", "app:create_app()", free_port(), env),
             granian_server("ours-trust", "app:create_app", free_port(), trust_env),
             guide_server("guide", guide_dir, free_port(), guide_env, w, t),
@@ -700,6 +721,7 @@ def main(argv: list[str] | None = None) -> int:
             ("ours", "ours", "/presign-upload"),
             ("ours-gunicorn", "ours-gunicorn", "/presign-upload"),
             ("ours+metrics", "ours-metrics", "/presign-upload"),
+            ("ours+quotas", "ours-quotas", "/presign-upload"),
             # write-once: ours on its own route, /s3/presign-upload, which signs If-None-Match: *
             # (the guides' /presign-upload keeps the guides' PUT): the condition's cost, side by side.
             ("write-once", "ours", "/s3/presign-upload"),
@@ -711,6 +733,8 @@ def main(argv: list[str] | None = None) -> int:
             ("ours", "ours", "/save-metadata"),
             ("ours-gunicorn", "ours-gunicorn", "/save-metadata"),
             ("ours+metrics", "ours-metrics", "/save-metadata"),
+            ("ours+events", "ours-events", "/save-metadata"),
+            ("ours+quotas", "ours-quotas", "/save-metadata"),
             # checksummed: ours saving keys presigned with a SHA-256 (its checks' cost, side by side).
             ("checksummed", "ours", "/s3/save-metadata"),
             ("guide", "guide", "/save-metadata"),

@@ -45,8 +45,11 @@ class BackgroundSweeper:
         interval: float,
         grace: float,
         url_seconds: float,
+        *,
+        events: bool = False,
     ):
         self._connect = connect
+        self._events = events
         self._providers = providers
         self._interval = interval
         self._grace = grace
@@ -88,7 +91,7 @@ class BackgroundSweeper:
         """Sweep now; None when the database role may not see every user's uploads."""
         conn = self._connect()
         try:
-            repo = MaintenanceRepository(conn)
+            repo = MaintenanceRepository(conn, events=self._events)
             if repo.row_security_hides_rows():
                 return None
             return sweep(

@@ -62,7 +62,7 @@ def _maintenance_repository(purpose: str) -> Iterator[MaintenanceRepository]:
     except psycopg2.OperationalError:
         raise click.ClickException("cannot connect to the database (DATABASE_URL)") from None
     try:
-        repo = MaintenanceRepository(conn)
+        repo = MaintenanceRepository(conn, events=_settings().events_enabled)
         if repo.row_security_hides_rows():
             raise click.ClickException(
                 "row-level security hides other users' rows from this database role: run this "

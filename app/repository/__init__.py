@@ -5,7 +5,17 @@ time); ``maintenance`` is what operators run (sweep, reconcile) as the
 tables' owner; ``tables`` is what both share.
 """
 
-from .files import AbandonedUpload, FileDeleted, FileRepository, KeyState, NewFile, PendingUpload, StoredFile
+from .files import (
+    AbandonedUpload,
+    FileDeleted,
+    FileRepository,
+    KeyState,
+    NewFile,
+    PendingUpload,
+    QuotaExceeded,
+    StoredFile,
+    Usage,
+)
 from .maintenance import ListedRow, MaintenanceRepository
 from .tables import FILE_TABLES, QueryCursor, Transaction
 
@@ -20,6 +30,8 @@ __all__ = [
     "NewFile",
     "PendingUpload",
     "QueryCursor",
+    "QuotaExceeded",
     "StoredFile",
     "Transaction",
+    "Usage",
 ]

@@ -11,7 +11,7 @@ from typing import Any
 
 from psycopg2.extensions import connection as Connection
 
-from .tables import FILE_TABLES
+from .tables import FILE_COLUMNS, FILE_TABLES
 
 # Which role are we? Under row-level security a non-owner sees only the rows
 # of the user a transaction names, so a sweep would silently find nothing.
@@ -61,7 +61,20 @@ SELECT_LIVE_KEYS = """
 
 MARK_SWEPT = """
     UPDATE pending_uploads SET swept_at = now()
-    WHERE object_key = ANY(%(keys)s) AND sweep_claimed_at IS NOT NULL
+    WHERE object_key = ANY(%(keys)s) AND sweep_claimed_at IS NOT NULL AND swept_at IS NULL
+"""
+# The same, and an upload.swept event for each upload whose owner is known (an orphan
+# object that reconcile claimed has none).
+MARK_SWEPT_ANNOUNCED = """
+    WITH swept AS (
+        UPDATE pending_uploads SET swept_at = now()
+        WHERE object_key = ANY(%(keys)s) AND sweep_claimed_at IS NOT NULL AND swept_at IS NULL
+        RETURNING object_key, provider, user_id, file_name, content_type, declared_size
+    )
+    INSERT INTO events (type, user_id, provider, object_key, data)
+    SELECT 'upload.swept', user_id, provider, object_key,
+           jsonb_build_object('record', jsonb_build_array(object_key, file_name, content_type, declared_size))
+    FROM swept WHERE user_id <> ''
 """
 
 # Swept records are kept a while after the sweep (a save whose HEAD came just
@@ -134,21 +147,35 @@ _CLAIM_ORPHANS = """
     RETURNING object_key
 """
 
+# A row whose object is gone: deleted and remembered for its owner, its bytes taken
+# out of their usage, and with webhooks on its file.deleted event written.
 _DELETE_ROW_BY_ID = """
     WITH gone AS (
         DELETE FROM {table}
         WHERE id = %(id)s AND {key} = %(object_key)s
-        RETURNING id, {key}, user_id
+        RETURNING {columns}
+    ),
+    remembered AS (
+        INSERT INTO deleted_files (provider, file_id, user_id, object_key)
+        SELECT %(provider)s, id, user_id, {key} FROM gone
+        ON CONFLICT (provider, file_id) DO NOTHING
+    ),
+    announced AS (
+        INSERT INTO events (type, user_id, provider, object_key, data)
+        SELECT 'file.deleted', user_id, %(provider)s, {key},
+               jsonb_build_object('row', jsonb_build_array({columns}))
+        FROM gone WHERE %(events)s
     )
-    INSERT INTO deleted_files (provider, file_id, user_id, object_key)
-    SELECT %(provider)s, id, user_id, {key} FROM gone
-    ON CONFLICT (provider, file_id) DO NOTHING
+    UPDATE user_usage AS u
+    SET bytes = greatest(u.bytes - coalesce(gone.size_bytes, 0), 0), files = greatest(u.files - 1, 0)
+    FROM gone WHERE u.user_id = gone.user_id
 """
 
 
 def _maintenance_queries(table: str, key: str) -> dict[str, str]:
+    columns = FILE_COLUMNS.format(key=key)
     return {
-        name: query.format(table=table, key=key)
+        name: query.format(table=table, key=key, columns=columns)
         for name, query in (
             ("objects_without_row", _SELECT_OBJECTS_WITHOUT_ROW),
             ("rows_without_object", _SELECT_ROWS_WITHOUT_OBJECT),
@@ -181,8 +208,10 @@ class MaintenanceRepository:
     be visible to saves before the objects it names are deleted.
     """
 
-    def __init__(self, conn: Connection):
+    def __init__(self, conn: Connection, *, events: bool = False):
+        """``events``: write the outbox's events for what is swept and deleted."""
         self._conn = conn
+        self._events = events
         self._listing = str(uuid.uuid4())
 
     def _one(self, query: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
@@ -222,7 +251,7 @@ class MaintenanceRepository:
     def mark_swept(self, keys: Sequence[str]) -> None:
         """Record that the objects of these claimed keys are deleted."""
         if keys:
-            self._one(MARK_SWEPT, {"keys": list(keys)})
+            self._one(MARK_SWEPT_ANNOUNCED if self._events else MARK_SWEPT, {"keys": list(keys)})
 
     def forgettable(
         self, providers: Sequence[str], keep_seconds: float, after: str, limit: int
@@ -280,5 +309,5 @@ class MaintenanceRepository:
 
     def delete_row(self, provider: str, row: ListedRow) -> None:
         """Delete a row whose object is gone, remembering it as deleted for its owner."""
-        params = {"id": row.id, "object_key": row.object_key, "provider": provider}
+        params = {"id": row.id, "object_key": row.object_key, "provider": provider, "events": self._events}
         self._one(MAINTENANCE_QUERIES[provider]["delete_row"], params)

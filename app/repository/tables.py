@@ -33,3 +33,9 @@ FILE_TABLES: dict[str, tuple[str, str]] = {
     "b2": ("b2_files", "object_key"),
     "azure": ("azure_files", "blob_name"),
 }
+
+# A file row as every query reads it (StoredFile's order; events keep it as an array).
+FILE_COLUMNS = (
+    "id, {key}, file_url, user_id, file_name, content_type, size_bytes, etag, upload_timestamp,"
+    " detected_content_type, checksum_sha256, content_md5"
+)

@@ -10,6 +10,7 @@ import base64
 import binascii
 import re
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
 
 from ..errors import BadRequest, NotFound
@@ -31,6 +32,27 @@ _CURSOR_PREFIX = "v1:"
 INLINE_TYPES = frozenset(
     {"image/png", "image/jpeg", "image/gif", "image/webp", "image/avif", "application/pdf"}
 )
+
+
+def file_fields(row: StoredFile) -> dict[str, Any]:
+    """A saved file as the API describes it (every field but the fresh ``downloadUrl``)."""
+    fields: dict[str, Any] = {
+        "id": row.id,
+        "provider": row.provider,
+        "objectKey": row.object_key,
+        "fileName": row.file_name,
+        "contentType": row.content_type,
+        "detectedContentType": row.detected_content_type,
+        "size": row.size_bytes,
+        "checksumSHA256": row.checksum_sha256,
+        "contentMD5": row.content_md5,
+        "etag": row.etag,
+        "fileUrl": row.file_url,
+        "uploadedAt": row.uploaded_at.isoformat().replace("+00:00", "Z") if row.uploaded_at else None,
+    }
+    if row.provider == "azure":
+        fields["blobName"] = row.object_key
+    return fields
 
 
 def content_disposition(file_name: str, content_type: str | None) -> str:

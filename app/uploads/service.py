@@ -8,7 +8,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from ..config import PROVIDERS
+from ..config import PROVIDERS, QuotaLimits
 from ..errors import (
     ApiError,
     BadRequest,
@@ -19,7 +19,16 @@ from ..errors import (
     ServiceUnavailable,
     UnprocessableEntity,
 )
-from ..repository import AbandonedUpload, FileDeleted, FileRepository, NewFile, PendingUpload, StoredFile
+from ..repository import (
+    AbandonedUpload,
+    FileDeleted,
+    FileRepository,
+    NewFile,
+    PendingUpload,
+    QuotaExceeded,
+    StoredFile,
+    Usage,
+)
 from ..storage import (
     NO_CHECKSUMS,
     Checksums,
@@ -34,6 +43,7 @@ from ..storage.base import SLOW_LINK_BYTES_PER_SECOND, ObjectChanged
 from .content import content_problem
 from .keys import KeySigner
 from .policy import UploadPolicy, normalize_media_type
+from .quotas import presign_refusal, save_refusal
 from .recorder import PendingRecorder
 from .schemas import PresignRequest, SaveRequest
 
@@ -150,8 +160,26 @@ class UploadService:
     def remember(
         self, provider: StorageProvider, user_id: str, wanted: PresignRequest, key: str, expires_at: datetime
     ) -> None:
-        """Queue the record of an issued key (written behind the answer; swept if never saved)."""
-        self._queue(provider, user_id, key, wanted, expires_at)
+        """Queue the record of an issued key (written behind the answer; swept if never saved).
+
+        Under quotas the record is written now instead, with what it reserves
+        (the declared size, else the most one file may be), or the presign is
+        refused naming the limit it would break.
+        """
+        if not self._repo.quotas_enforced:
+            self._queue(provider, user_id, key, wanted, expires_at)
+            return
+        reserve = wanted.file_size if wanted.file_size is not None else self._policy.max_bytes
+        reserved, usage, limits = self._repo.reserve(
+            self._record_of(provider, user_id, key, wanted, expires_at), reserve
+        )
+        if not reserved:
+            raise presign_refusal(usage, limits, reserve)
+
+    def usage(self, user_id: str) -> tuple[Usage, QuotaLimits]:
+        """The user's usage, and the limits that apply to them (all None when quotas are off)."""
+        usage, limits = self._repo.usage(user_id)
+        return usage, limits if self._repo.quotas_enforced else QuotaLimits()
 
     def extend(self, provider: StorageProvider, user_id: str, key: str, expires_at: datetime) -> None:
         """Queue a later expiry for a key just signed for again (a part), so no sweep takes it meanwhile."""
@@ -162,18 +190,22 @@ class UploadService:
     def _queue(
         self, provider: StorageProvider, user_id: str, key: str, wanted: PresignRequest, expires_at: datetime
     ) -> None:
-        self._recorder.record(
-            PendingUpload(
-                object_key=key,
-                provider=provider.name,
-                user_id=user_id,
-                file_name=wanted.file_name,
-                content_type=wanted.content_type,
-                declared_size=wanted.file_size,
-                created_at=datetime.now(UTC),
-                expires_at=expires_at,
-                saved_at=None,
-            )
+        self._recorder.record(self._record_of(provider, user_id, key, wanted, expires_at))
+
+    @staticmethod
+    def _record_of(
+        provider: StorageProvider, user_id: str, key: str, wanted: PresignRequest, expires_at: datetime
+    ) -> PendingUpload:
+        return PendingUpload(
+            object_key=key,
+            provider=provider.name,
+            user_id=user_id,
+            file_name=wanted.file_name,
+            content_type=wanted.content_type,
+            declared_size=wanted.file_size,
+            created_at=datetime.now(UTC),
+            expires_at=expires_at,
+            saved_at=None,
         )
 
     def issue_upload(
@@ -304,7 +336,9 @@ class UploadService:
         recorded it meanwhile keeps its row and object (and this one answers
         with it), and one that comes later records nothing.
         """
-        if not self._repo.claim_refused(provider.name, wanted.key, user_id):
+        if not self._repo.claim_refused(
+            provider.name, wanted.key, user_id, reason=problem.message, status=problem.status
+        ):
             saved = self._repo.find_file(provider.name, wanted.key, user_id)
             if saved is not None:
                 return _owned_row(saved, user_id, wanted.field), False
@@ -439,4 +473,7 @@ class UploadService:
             raise Gone(
                 f"{wanted.field} was saved once and its file deleted since; presign the file again"
             ) from None
+        except QuotaExceeded as over:
+            # Nothing was written; the object is refused as any other that breaks a rule.
+            return self._refuse(provider, user_id, wanted, save_refusal(over.usage, over.limits, info.size))
         return _owned_row(row, user_id, wanted.field), created

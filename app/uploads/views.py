@@ -16,12 +16,13 @@ from .. import components
 from ..auth import current_user_id
 from ..ratelimit import rate_limited
 from ..repository import StoredFile
-from .files import parse_limit
+from .files import file_fields, parse_limit
 from .schemas import parse_json_object, parse_presign, parse_save, parse_signed_request
 from .service import IssuedUpload
 
 bp = Blueprint("uploads", __name__)
 guides_bp = Blueprint("guides", __name__)
+usage_bp = Blueprint("usage", __name__)
 
 # Backblaze's direct-upload article signs its PUT for 60 seconds.
 SIGNED_REQUEST_SECONDS = 60
@@ -56,24 +57,7 @@ def presign_body(issued: IssuedUpload) -> dict[str, Any]:
 
 def file_body(row: StoredFile) -> dict[str, Any]:
     """Describe a saved file, with a fresh link to download it."""
-    body: dict[str, Any] = {
-        "id": row.id,
-        "provider": row.provider,
-        "objectKey": row.object_key,
-        "fileName": row.file_name,
-        "contentType": row.content_type,
-        "detectedContentType": row.detected_content_type,
-        "size": row.size_bytes,
-        "checksumSHA256": row.checksum_sha256,
-        "contentMD5": row.content_md5,
-        "etag": row.etag,
-        "fileUrl": row.file_url,
-        "uploadedAt": row.uploaded_at.isoformat().replace("+00:00", "Z") if row.uploaded_at else None,
-        "downloadUrl": components.files().download_url(row),
-    }
-    if row.provider == "azure":
-        body["blobName"] = row.object_key
-    return body
+    return {**file_fields(row), "downloadUrl": components.files().download_url(row)}
 
 
 def presign(provider_name: str, *, own_route: bool) -> tuple[Response, int]:
@@ -220,3 +204,25 @@ def guide_signed_request() -> tuple[Response, int]:
     # The article's PUT carries nothing the service could add: only one request.
     issued = components.uploads().issue_upload(provider, user_id, wanted, expires_in, in_one_request=True)
     return jsonify({"url": issued.upload.url, **presign_body(issued)}), 200
+
+
+def _quota_numbers(
+    bytes_: int | None, files: int | None, unsaved_bytes: int | None, unsaved: int | None
+) -> dict[str, int | None]:
+    return {"bytes": bytes_, "files": files, "unsavedBytes": unsaved_bytes, "unsavedUploads": unsaved}
+
+
+@usage_bp.get("/usage")
+@rate_limited("files")
+def usage() -> tuple[Response, int]:
+    """The caller's usage (stored and reserved by unsaved uploads) and limits (null: unlimited)."""
+    used, limits = components.uploads().usage(current_user_id())
+    return jsonify(
+        {
+            "success": True,
+            "usage": _quota_numbers(used.bytes, used.files, used.unsaved_bytes, used.unsaved_uploads),
+            "limits": _quota_numbers(
+                limits.bytes, limits.files, limits.unsaved_bytes, limits.unsaved_uploads
+            ),
+        }
+    ), 200

@@ -120,6 +120,9 @@ class FakeFiles:
         self.swept: set[str] = set()
         self.files: dict[tuple[str, str], StoredFile] = {}
         self.deleted: set[tuple[str, int]] = set()
+        #: the services' quota path is proven against PostgreSQL (tests/integration/test_quotas.py)
+        self.quotas_enforced = False
+        self.rejections: list[tuple[str, int]] = []
 
     def record_pending_batch(self, records: Sequence[PendingUpload]) -> None:
         for record in records:
@@ -168,10 +171,13 @@ class FakeFiles:
             self.pending[new.object_key] = dataclasses.replace(pending, saved_at=row.uploaded_at)
         return row, True
 
-    def claim_refused(self, provider: str, object_key: str, user_id: str) -> bool:
+    def claim_refused(
+        self, provider: str, object_key: str, user_id: str, reason: str = "", status: int = 0
+    ) -> bool:
         if (provider, object_key) in self.files:
             return False
         self.claimed.add(object_key)
+        self.rejections.append((reason, status))
         return True
 
     def list_files(self, provider: str, user_id: str, before: int, limit: int) -> list[StoredFile]:

@@ -286,3 +286,37 @@ def test_config_write_once_is_on_for_s3_and_r2_and_off_for_b2_unless_set() -> No
 @pytest.mark.parametrize("name", ["S3_WRITE_ONCE", "R2_WRITE_ONCE", "B2_WRITE_ONCE"])
 def test_config_write_once_switches_are_checked(name: str) -> None:
     assert problems_of({**DB, name: "maybe"}) == [f"{name}: expected on or off, got 'maybe'"]
+
+
+WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # base64 of 24 bytes, as the spec's example
+
+
+def test_webhooks_need_a_secret_in_the_standard_form_and_http_urls() -> None:
+    assert problems_of({**DB, "WEBHOOK_URLS": "https://hooks.example.com/a"}) == [
+        "WEBHOOK_SECRET: required with WEBHOOK_URLS (whsec_ followed by base64 of 24 to 64 bytes)"
+    ]
+    for bad in ("not-prefixed", "whsec_!!!", "whsec_" + "QUJD"):  # not base64; 3 bytes
+        assert problems_of({**DB, "WEBHOOK_URLS": "https://h.example/a", "WEBHOOK_SECRET": bad}) == [
+            "WEBHOOK_SECRET: expected whsec_ followed by base64 of 24 to 64 random bytes"
+        ]
+    assert problems_of(
+        {**DB, "WEBHOOK_URLS": "https://h.example/a, ftp://user:pw@h/x", "WEBHOOK_SECRET": WHSEC}
+    ) == ["WEBHOOK_URLS: entry 2 is not an http(s) URL"]
+    settings = load_settings(
+        {**DB, "WEBHOOK_URLS": " https://a.example/h ,http://b.example/h,", "WEBHOOK_SECRET": WHSEC}
+    )
+    assert settings.webhook_urls == ("https://a.example/h", "http://b.example/h")
+    assert settings.events_enabled
+    assert not load_settings(DB).events_enabled
+
+
+def test_quotas_are_enforced_once_a_default_is_set_or_when_asked() -> None:
+    assert not load_settings(DB).quotas_enforced
+    settings = load_settings({**DB, "QUOTA_FILES_PER_USER": "100"})
+    assert settings.quotas_enforced and settings.quotas.files == 100 and settings.quotas.bytes is None
+    assert load_settings({**DB, "QUOTAS": "on"}).quotas_enforced  # per-user overrides only
+    assert not load_settings({**DB, "QUOTA_BYTES_PER_USER": "5", "QUOTAS": "off"}).quotas_enforced
+    assert problems_of({**DB, "QUOTA_BYTES_PER_USER": "10GB", "QUOTA_UNSAVED_UPLOADS_PER_USER": "-1"}) == [
+        "QUOTA_BYTES_PER_USER: expected a whole number, got '10GB'",
+        "QUOTA_UNSAVED_UPLOADS_PER_USER: must be between 0 and 4611686018427387904, got -1",
+    ]

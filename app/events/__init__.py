@@ -1,0 +1,1 @@
+"""Events for webhooks: rendered from the outbox (``payloads``), delivered and signed (``delivery``)."""

@@ -1,0 +1,120 @@
+"""`flask events deliver|list|replay`: the webhook worker, and what operators do with dead events."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Sequence
+from types import FrameType
+
+import click
+import psycopg2
+from flask import Flask
+from flask.cli import AppGroup
+
+from .. import components
+from ..repository.events import EventRepository
+from .delivery import WebhookDeliverer
+from .payloads import EVENT_TYPES
+
+events_cli = AppGroup("events", help="Webhook events: deliver them, list them, replay dead ones.")
+STATES = ("pending", "delivered", "dead")
+
+
+def _connect(purpose: str) -> psycopg2.extensions.connection:
+    try:
+        return psycopg2.connect(
+            components.settings().database_url,
+            connect_timeout=10,
+            application_name=f"upload-service-{purpose}",
+            keepalives=1,
+            keepalives_idle=30,
+            keepalives_interval=10,
+            keepalives_count=3,
+        )
+    except psycopg2.OperationalError:
+        raise click.ClickException("cannot connect to the database (DATABASE_URL)") from None
+
+
+@events_cli.command("deliver")
+@click.option("--once", is_flag=True, help="Deliver what is due now, then exit (else run until stopped).")
+def deliver_command(once: bool) -> None:
+    """POST the outbox's events to WEBHOOK_URLS, signed; retry, then mark dead. Stops on SIGTERM."""
+    settings = components.settings()
+    if not settings.webhook_urls or settings.webhook_secret is None:
+        raise click.ClickException("no receivers: set WEBHOOK_URLS and WEBHOOK_SECRET")
+    deliverer = WebhookDeliverer(
+        lambda: _connect("events"),
+        settings.webhook_urls,
+        settings.webhook_secret,
+        max_attempts=settings.webhook_max_attempts,
+        retry_base_seconds=settings.webhook_retry_base_seconds,
+        timeout_seconds=settings.webhook_timeout_seconds,
+        retention_days=settings.events_retention_days,
+    )
+    stop = threading.Event()
+
+    def stop_after_this_event(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, stop_after_this_event)
+    try:
+        report = deliverer.run(stop, once=once)
+    except psycopg2.Error as exc:
+        raise click.ClickException(f"database error: {type(exc).__name__}") from None
+    finally:
+        deliverer.close()
+    click.echo(f"{report.delivered} delivered, {report.retried} to retry, {report.dead} dead")
+
+
+def _repository() -> tuple[psycopg2.extensions.connection, EventRepository]:
+    conn = _connect("events-admin")
+    return conn, EventRepository(conn)
+
+
+@events_cli.command("list")
+@click.option(
+    "--state", "states", multiple=True, type=click.Choice(STATES), help="Only these states (default: dead)."
+)
+@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
+def list_command(states: Sequence[str], limit: int) -> None:
+    """List events, oldest first: dead ones unless --state says otherwise."""
+    conn, repo = _repository()
+    try:
+        events = repo.list_events(states or ("dead",), limit)
+    finally:
+        conn.close()
+    for e in events:
+        error = f"  last error: {e.last_error}" if e.last_error else ""
+        click.echo(
+            f"{e.id}  {e.type:<15}  {e.state:<9}  attempts {e.attempts}  {e.occurred_at:%Y-%m-%d %H:%M:%S}Z"
+            f"  {e.provider} {e.object_key}  user {e.user_id}{error}"
+        )
+    click.echo(f"{len(events)} event(s)")
+
+
+@events_cli.command("replay")
+@click.argument("event_ids", nargs=-1)
+@click.option("--all-dead", is_flag=True, help="Replay every dead event.")
+def replay_command(event_ids: Sequence[str], all_dead: bool) -> None:
+    """Queue events to be sent again: dead ones to the receivers that lack them, delivered ones to all."""
+    if not event_ids and not all_dead:
+        raise click.ClickException("name the events to replay (their ids), or pass --all-dead")
+    conn, repo = _repository()
+    try:
+        replayed = repo.replay(list(event_ids), all_dead=all_dead)
+    finally:
+        conn.close()
+    unknown = sorted(set(event_ids) - set(replayed))
+    click.echo(f"{len(replayed)} event(s) queued again")
+    if unknown:
+        raise click.ClickException(f"no such event: {', '.join(unknown)}")
+
+
+def init_app(app: Flask) -> None:
+    """Register ``flask events``."""
+    app.cli.add_command(events_cli)
+
+
+__all__ = ["EVENT_TYPES", "events_cli", "init_app"]

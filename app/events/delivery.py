@@ -1,0 +1,227 @@
+"""Deliver the outbox's events to WEBHOOK_URLS, signed the Standard Webhooks way, at least once.
+
+``flask events deliver`` runs one ``WebhookDeliverer``; several may run at
+once (replicas, a worker per host): each claims its own batch in PostgreSQL
+and holds each event for a lease, renewed right before the event is sent
+(``repository/events.py``): no event is sent by two workers at the same time
+(a worker whose lease ran out finds the event taken and skips it, and can no
+longer record an attempt for it), and a worker that dies lets its batch go
+when the lease ends. On SIGTERM the worker finishes the event in hand and
+lets the rest of its batch go.
+
+For each event, every receiver that has not had it yet is sent one POST:
+the JSON body of ``payloads.event_body`` with ``webhook-id`` (the event's id,
+the same on every attempt: receivers drop duplicates by it),
+``webhook-timestamp`` (this attempt's time) and ``webhook-signature``
+(``v1,`` and the base64 HMAC-SHA256 of ``id.timestamp.body`` under the
+secret), made by the ``standardwebhooks`` library. A 2xx answer is
+delivered; anything else, a timeout or a refused connection is tried again
+after ``retry_base x 4^(attempt - 1)`` seconds (capped at 6 hours, with up
+to 25% more at random so that retries spread), up to ``max_attempts``; then
+the event is dead until an operator replays it.
+
+At least once: a worker that dies after a receiver answered and before the
+answer is recorded sends that event again after its lease. In order per
+file: an event waits while an earlier one of the same file is pending.
+
+The worker polls (every second when idle): LISTEN/NOTIFY would not reach it
+through a transaction pooler (Neon's pooled URL).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import urllib3
+from psycopg2.extensions import connection as Connection
+from standardwebhooks import Webhook
+
+from ..repository.events import EventRepository, OutboxEvent
+from .payloads import event_body
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 50
+MAX_RETRY_SECONDS = 6 * 3600
+IDLE_POLL_SECONDS = 1.0
+PRUNE_EVERY_SECONDS = 60.0
+USER_AGENT = "upload-service-webhooks/1"
+
+
+def receiver_id(url: str) -> str:
+    """How the outbox names a receiver that has an event: a digest, never the URL (it may carry a token)."""
+    return hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+def retry_delay(attempt: int, base: float, jitter: float = 0.25) -> float:
+    """Seconds before attempt ``attempt + 1``, after ``attempt`` failed ones (1-based)."""
+    delay = min(float(MAX_RETRY_SECONDS), base * 4.0 ** (attempt - 1))
+    return delay * (1 + random.uniform(0, jitter))  # noqa: S311 - spread, not secrecy
+
+
+@dataclass
+class DeliveryReport:
+    """What one pass over the due events did."""
+
+    delivered: int = 0
+    retried: int = 0
+    dead: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def handled(self) -> int:
+        """Events attempted."""
+        return self.delivered + self.retried + self.dead
+
+
+class WebhookDeliverer:
+    """Claims due events, POSTs each to the receivers that lack it, records what happened."""
+
+    def __init__(
+        self,
+        connect: Callable[[], Connection],
+        urls: Sequence[str],
+        secret: str,
+        *,
+        max_attempts: int,
+        retry_base_seconds: float,
+        timeout_seconds: float,
+        retention_days: float,
+        batch_size: int = BATCH_SIZE,
+    ):
+        self._connect = connect
+        self._batch_size = batch_size
+        self._urls = tuple(urls)
+        self._ids = {url: receiver_id(url) for url in self._urls}
+        self._signer = Webhook(secret)
+        self._max_attempts = max_attempts
+        self._retry_base = retry_base_seconds
+        self._timeout = timeout_seconds
+        self._retention_seconds = retention_days * 86_400
+        # Long enough for one POST to every receiver, each failing to connect and then timing
+        # out, and the bookkeeping: held again right before each event is sent.
+        self._lease = (min(5.0, timeout_seconds) + timeout_seconds) * len(self._urls) + 30
+        self._worker = str(uuid.uuid4())
+        self._http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=min(5.0, timeout_seconds), read=timeout_seconds),
+            retries=False,
+            headers={"User-Agent": USER_AGENT},
+        )
+        self._conn: Connection | None = None
+
+    def _repository(self) -> EventRepository:
+        if self._conn is None or self._conn.closed:
+            self._conn = self._connect()
+        return EventRepository(self._conn)
+
+    def close(self) -> None:
+        """Close this worker's connection and HTTP pool."""
+        if self._conn is not None and not self._conn.closed:
+            self._conn.close()
+        self._conn = None
+        self._http.clear()
+
+    def deliver_due(self, stop: threading.Event | None = None) -> DeliveryReport:
+        """Attempt one batch of due events, once each (until ``stop`` is set: the rest are let go)."""
+        report = DeliveryReport()
+        repo = self._repository()
+        for event in repo.claim_due(self._worker, self._batch_size, self._lease):
+            if stop is not None and stop.is_set():
+                repo.release(self._worker)
+                break
+            # The batch's first lease may have run out while earlier events were sent, and
+            # another worker taken this one: then it is theirs to send.
+            if not repo.hold(self._worker, event.seq, self._lease):
+                continue
+            delivered, errors = self._send(event)
+            done = set(self._ids.values()) <= set(delivered)
+            retry_in = 0.0 if done else retry_delay(event.attempts + 1, self._retry_base)
+            state = repo.finish_attempt(
+                self._worker,
+                event.seq,
+                delivered_to=delivered,
+                done=done,
+                error="; ".join(errors) or None,
+                retry_in=retry_in,
+                max_attempts=self._max_attempts,
+            )
+            if state == "delivered":
+                report.delivered += 1
+            elif state == "dead":
+                report.dead += 1
+                log.warning("event %s (%s) is dead after %d attempts: %s", event.id, event.type,
+                            event.attempts + 1, "; ".join(errors))  # fmt: skip
+            elif state == "pending":
+                report.retried += 1
+            report.errors.extend(errors)
+        return report
+
+    def _send(self, event: OutboxEvent) -> tuple[list[str], list[str]]:
+        """POST ``event`` to each receiver that lacks it; return who has it now (ids), and what failed."""
+        body = event_body(event)
+        delivered = list(event.delivered_to)
+        errors = []
+        for url in self._urls:
+            if self._ids[url] in delivered:
+                continue
+            now = datetime.now(UTC)
+            headers = {
+                "Content-Type": "application/json",
+                "webhook-id": event.id,
+                "webhook-timestamp": str(int(now.timestamp())),
+                "webhook-signature": self._signer.sign(event.id, now, body),
+            }
+            try:
+                response = self._http.request("POST", url, body=body, headers=headers, preload_content=True)
+            except urllib3.exceptions.HTTPError as exc:
+                # Never the URL itself in logs or the table: it may carry a token.
+                errors.append(f"receiver {self._urls.index(url) + 1}: {type(exc).__name__}")
+                continue
+            if 200 <= response.status < 300:
+                delivered.append(self._ids[url])
+            else:
+                errors.append(f"receiver {self._urls.index(url) + 1}: HTTP {response.status}")
+        return delivered, errors
+
+    def prune(self) -> int:
+        """Delete delivered events past the retention period; return how many went."""
+        repo = self._repository()
+        pruned = 0
+        while (gone := repo.prune_delivered(self._retention_seconds)) > 0:
+            pruned += gone
+        return pruned
+
+    def run(self, stop: threading.Event, *, once: bool = False) -> DeliveryReport:
+        """Deliver until ``stop`` is set (or, ``once``, until nothing is due); return the totals."""
+        total = DeliveryReport()
+        next_prune = 0.0
+        while not stop.is_set():
+            try:
+                if time.monotonic() >= next_prune:
+                    self.prune()
+                    next_prune = time.monotonic() + PRUNE_EVERY_SECONDS
+                report = self.deliver_due(stop)
+            except Exception:  # a database or network hiccup: try again shortly
+                log.warning("event delivery failed; retrying", exc_info=True)
+                self.close()
+                if once:
+                    raise
+                stop.wait(IDLE_POLL_SECONDS)
+                continue
+            total.delivered += report.delivered
+            total.retried += report.retried
+            total.dead += report.dead
+            total.errors.extend(report.errors)
+            if report.handled == 0:
+                if once:
+                    break
+                stop.wait(IDLE_POLL_SECONDS)
+        return total
