@@ -115,7 +115,8 @@ def spawn(args: list[str], data_dir: Path, name: str) -> subprocess.Popen[bytes]
     return proc
 
 
-def _stop_process(proc: subprocess.Popen[bytes] | None, grace: float) -> None:
+def stop_process_group(proc: subprocess.Popen[bytes] | None, grace: float) -> None:
+    """SIGTERM a process started in its own group, and its children; SIGKILL them after ``grace`` seconds."""
     if proc is None or proc.poll() is not None:
         return
     try:
@@ -377,8 +378,8 @@ class SeaweedS3:
 
     def stop(self) -> None:
         """Stop SeaweedFS (it ignores SIGTERM for a long while, so the grace is short) and its proxy."""
-        _stop_process(self._types_proc, grace=2)
-        _stop_process(self._proc, grace=2)
+        stop_process_group(self._types_proc, grace=2)
+        stop_process_group(self._proc, grace=2)
         self._proc = self._types_proc = None
 
 
@@ -447,5 +448,5 @@ class Azurite:
 
     def stop(self) -> None:
         """Stop Azurite."""
-        _stop_process(self._proc, grace=5)
+        stop_process_group(self._proc, grace=5)
         self._proc = None

@@ -23,7 +23,7 @@ import psycopg2.extensions
 import pytest
 import requests
 
-from devstack.services import ROOT, free_port, port_is_free
+from devstack.services import ROOT, free_port, port_is_free, stop_process_group
 
 ENTRYPOINT = ROOT / "deploy" / "entrypoint.sh"
 # PgBouncer refuses to run as root; PostgreSQL's own tests' user serves.
@@ -43,19 +43,6 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes], log: Path, what: s
         if proc.poll() is not None or time.monotonic() > deadline:
             raise AssertionError(f"{what} did not start:\n{log.read_text() if log.exists() else ''}")
         time.sleep(0.05)
-
-
-def _stop_group(proc: subprocess.Popen[bytes] | None, grace: float = 10) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-    except ProcessLookupError:
-        pass
 
 
 # -- the service, started as the image starts it ------------------------------------------------
@@ -182,7 +169,7 @@ class PgBouncer:
 
     def stop(self) -> None:
         """Stop the pooler."""
-        _stop_group(self._proc)
+        stop_process_group(self._proc, grace=10)
 
 
 # -- nginx ----------------------------------------------------------------------------------------
@@ -256,7 +243,7 @@ class Nginx:
 
     def stop(self) -> None:
         """Stop nginx."""
-        _stop_group(self._proc)
+        stop_process_group(self._proc, grace=10)
 
 
 # -- Redis ----------------------------------------------------------------------------------------
@@ -296,4 +283,4 @@ class RedisServer:
 
     def stop(self) -> None:
         """Stop the server (when it is the test's own)."""
-        _stop_group(self._proc)
+        stop_process_group(self._proc, grace=10)

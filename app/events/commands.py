@@ -40,18 +40,10 @@ def _connect(purpose: str) -> psycopg2.extensions.connection:
 @click.option("--once", is_flag=True, help="Deliver what is due now, then exit (else run until stopped).")
 def deliver_command(once: bool) -> None:
     """POST the outbox's events to WEBHOOK_URLS, signed; retry, then mark dead. Stops on SIGTERM."""
-    settings = components.settings()
-    if not settings.webhook_urls or settings.webhook_secret is None:
-        raise click.ClickException("no receivers: set WEBHOOK_URLS and WEBHOOK_SECRET")
-    deliverer = WebhookDeliverer(
-        lambda: _connect("events"),
-        settings.webhook_urls,
-        settings.webhook_secret,
-        max_attempts=settings.webhook_max_attempts,
-        retry_base_seconds=settings.webhook_retry_base_seconds,
-        timeout_seconds=settings.webhook_timeout_seconds,
-        retention_days=settings.events_retention_days,
-    )
+    try:
+        deliverer = WebhookDeliverer.from_settings(components.settings(), lambda: _connect("events"))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
     stop = threading.Event()
 
     def stop_after_this_event(_signum: int, _frame: FrameType | None) -> None:

@@ -44,6 +44,7 @@ import urllib3
 from psycopg2.extensions import connection as Connection
 from standardwebhooks import Webhook
 
+from ..config import Settings
 from ..repository.events import EventRepository, OutboxEvent
 from .payloads import event_body
 
@@ -116,6 +117,24 @@ class WebhookDeliverer:
             headers={"User-Agent": USER_AGENT},
         )
         self._conn: Connection | None = None
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, connect: Callable[[], Connection], batch_size: int = BATCH_SIZE
+    ) -> WebhookDeliverer:
+        """A worker for the receivers, secret and schedule ``settings`` name (WEBHOOK_*)."""
+        if not settings.webhook_urls or settings.webhook_secret is None:
+            raise ValueError("no receivers: set WEBHOOK_URLS and WEBHOOK_SECRET")
+        return cls(
+            connect,
+            settings.webhook_urls,
+            settings.webhook_secret,
+            max_attempts=settings.webhook_max_attempts,
+            retry_base_seconds=settings.webhook_retry_base_seconds,
+            timeout_seconds=settings.webhook_timeout_seconds,
+            retention_days=settings.events_retention_days,
+            batch_size=batch_size,
+        )
 
     def _repository(self) -> EventRepository:
         if self._conn is None or self._conn.closed:

@@ -122,17 +122,7 @@ def events_app(make_app: Callable[..., Flask], events_db: str, receiver: Receive
 
 def deliverer(app: Flask, batch_size: int = 50) -> WebhookDeliverer:
     s = app_settings(app)
-    assert s.webhook_secret is not None
-    return WebhookDeliverer(
-        lambda: psycopg2.connect(s.database_url),
-        s.webhook_urls,
-        s.webhook_secret,
-        max_attempts=s.webhook_max_attempts,
-        retry_base_seconds=s.webhook_retry_base_seconds,
-        timeout_seconds=s.webhook_timeout_seconds,
-        retention_days=s.events_retention_days,
-        batch_size=batch_size,
-    )
+    return WebhookDeliverer.from_settings(s, lambda: psycopg2.connect(s.database_url), batch_size)
 
 
 def deliver_until_settled(app: Flask, timeout: float = 20) -> None:
