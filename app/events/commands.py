@@ -15,7 +15,6 @@ from flask.cli import AppGroup
 from .. import components
 from ..repository.events import EventRepository
 from .delivery import WebhookDeliverer
-from .payloads import EVENT_TYPES
 
 events_cli = AppGroup("events", help="Webhook events: deliver them, list them, replay dead ones.")
 STATES = ("pending", "delivered", "dead")
@@ -107,6 +106,3 @@ def replay_command(event_ids: Sequence[str], all_dead: bool) -> None:
 def init_app(app: Flask) -> None:
     """Register ``flask events``."""
     app.cli.add_command(events_cli)
-
-
-__all__ = ["EVENT_TYPES", "events_cli", "init_app"]

@@ -19,8 +19,6 @@ from ..repository import StoredFile
 from ..repository.events import OutboxEvent
 from ..uploads.files import file_fields
 
-EVENT_TYPES = ("file.saved", "file.deleted", "upload.rejected", "upload.swept")
-
 
 def _timestamp(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
