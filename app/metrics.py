@@ -162,3 +162,50 @@ RATE_LIMIT_REFUSALS = Counter(
     namespace=NAMESPACE,
     registry=REGISTRY,
 )
+
+# The webhook worker's (`flask events deliver`, served on EVENTS_METRICS_PORT). A receiver
+# is named by its place in WEBHOOK_URLS, never by its URL (a URL may carry a token).
+WEBHOOK_REQUESTS = Counter(
+    "webhook_requests",
+    "POSTs of an event to a receiver, by receiver (1, 2, ...: its place in WEBHOOK_URLS) and outcome"
+    " (delivered: 2xx; refused: any other status; timeout; error: no connection, or it broke).",
+    ["receiver", "outcome"],
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+)
+WEBHOOK_REQUEST_SECONDS = Histogram(
+    "webhook_request_duration_seconds",
+    "Time from sending an event to a receiver to its answer (or the failure), by receiver.",
+    ["receiver"],
+    namespace=NAMESPACE,
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+EVENT_ATTEMPTS = Counter(
+    "event_attempts",
+    "Delivery attempts of an event to every receiver that lacked it, by what became of the event"
+    " (delivered; retry: a receiver failed, tried again later; dead: its last attempt failed).",
+    ["result"],
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+)
+# From the outbox itself, so the same whichever worker reports it (max, not a sum, of workers).
+EVENTS_OUTBOX = Gauge(
+    "events_outbox",
+    "Events in the outbox, by state (pending: not yet delivered to every receiver; dead: waiting"
+    " for `flask events replay`); read every 15 s by each worker.",
+    ["state"],
+    namespace=NAMESPACE,
+    multiprocess_mode="livemax",
+    registry=REGISTRY,
+)
+# Labelled (state="pending" only) so that a process that is not a worker shows no series at all.
+EVENTS_OLDEST_DUE_SECONDS = Gauge(
+    "events_oldest_due_seconds",
+    "How long the oldest pending event has been due (0: none is late): a backlog or a stuck"
+    " receiver shows here first; read every 15 s by each worker.",
+    ["state"],
+    namespace=NAMESPACE,
+    multiprocess_mode="livemax",
+    registry=REGISTRY,
+)

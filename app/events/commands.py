@@ -11,8 +11,10 @@ import click
 import psycopg2
 from flask import Flask
 from flask.cli import AppGroup
+from prometheus_client import start_http_server
 
 from .. import components
+from ..metrics import REGISTRY
 from ..repository.events import EventRepository
 from .delivery import WebhookDeliverer
 
@@ -35,14 +37,47 @@ def _connect(purpose: str) -> psycopg2.extensions.connection:
         raise click.ClickException("cannot connect to the database (DATABASE_URL)") from None
 
 
+def _port(value: str | None) -> int | None:
+    if value is None or not value.strip():
+        return None
+    if value.strip().isdigit() and 1 <= int(value) <= 65535:
+        return int(value)
+    # The value is the operator's own (never a secret): saying it helps.
+    raise click.BadParameter(
+        f"expected a port from 1 to 65535 (EVENTS_METRICS_PORT or --metrics-port), not {value!r}"
+    )
+
+
 @events_cli.command("deliver")
 @click.option("--once", is_flag=True, help="Deliver what is due now, then exit (else run until stopped).")
-def deliver_command(once: bool) -> None:
+@click.option(
+    "--metrics-port",
+    envvar="EVENTS_METRICS_PORT",
+    callback=lambda _ctx, _param, value: _port(value),
+    help="Serve this worker's Prometheus metrics at /metrics on this port (or EVENTS_METRICS_PORT).",
+)
+@click.option(
+    "--metrics-host",
+    envvar="HOST",
+    default="0.0.0.0",  # noqa: S104 - as the servers: a container listens on all interfaces
+    show_default=True,
+    help="The address the metrics server listens on (or HOST).",
+)
+def deliver_command(once: bool, metrics_port: int | None, metrics_host: str) -> None:
     """POST the outbox's events to WEBHOOK_URLS, signed; retry, then mark dead. Stops on SIGTERM."""
     try:
         deliverer = WebhookDeliverer.from_settings(components.settings(), lambda: _connect("events"))
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
+    metrics_server = None
+    if metrics_port is not None:
+        try:
+            metrics_server, _ = start_http_server(metrics_port, addr=metrics_host, registry=REGISTRY)
+        except OSError as exc:
+            deliverer.close()
+            raise click.ClickException(
+                f"cannot serve metrics on EVENTS_METRICS_PORT {metrics_port}: {exc.strerror}"
+            ) from None
     stop = threading.Event()
 
     def stop_after_this_event(_signum: int, _frame: FrameType | None) -> None:
@@ -56,6 +91,8 @@ def deliver_command(once: bool) -> None:
         raise click.ClickException(f"database error: {type(exc).__name__}") from None
     finally:
         deliverer.close()
+        if metrics_server is not None:
+            metrics_server.shutdown()
     click.echo(f"{report.delivered} delivered, {report.retried} to retry, {report.dead} dead")
 
 

@@ -26,6 +26,11 @@ file: an event waits while an earlier one of the same file is pending.
 
 The worker polls (every second when idle): LISTEN/NOTIFY would not reach it
 through a transaction pooler (Neon's pooled URL).
+
+A receiver is reached through the proxy the environment names for it
+(``HTTPS_PROXY``/``HTTP_PROXY`` unless ``NO_PROXY`` names its host), as the
+storage calls are. Its answer's body is read up to 64 KiB and dropped: only
+the status counts, and a receiver cannot fill the worker's memory.
 """
 
 from __future__ import annotations
@@ -45,6 +50,14 @@ from psycopg2.extensions import connection as Connection
 from standardwebhooks import Webhook
 
 from ..config import Settings
+from ..metrics import (
+    EVENT_ATTEMPTS,
+    EVENTS_OLDEST_DUE_SECONDS,
+    EVENTS_OUTBOX,
+    WEBHOOK_REQUEST_SECONDS,
+    WEBHOOK_REQUESTS,
+)
+from ..proxies import Proxy, proxy_for
 from ..repository.events import EventRepository, OutboxEvent
 from .payloads import event_body
 
@@ -54,6 +67,9 @@ BATCH_SIZE = 50
 MAX_RETRY_SECONDS = 6 * 3600
 IDLE_POLL_SECONDS = 1.0
 PRUNE_EVERY_SECONDS = 60.0
+STATS_EVERY_SECONDS = 15.0
+#: what is read of a receiver's answer (and dropped); a longer one closes its connection
+MAX_ANSWER_BYTES = 64 * 1024
 USER_AGENT = "upload-service-webhooks/1"
 
 
@@ -111,12 +127,35 @@ class WebhookDeliverer:
         # out, and the bookkeeping: held again right before each event is sent.
         self._lease = (min(5.0, timeout_seconds) + timeout_seconds) * len(self._urls) + 30
         self._worker = str(uuid.uuid4())
-        self._http = urllib3.PoolManager(
-            timeout=urllib3.Timeout(connect=min(5.0, timeout_seconds), read=timeout_seconds),
-            retries=False,
-            headers={"User-Agent": USER_AGENT},
-        )
+        self._http = self._pools(self._urls, min(5.0, timeout_seconds), timeout_seconds)
+        # Receivers by place (1, 2, ...) in WEBHOOK_URLS: how logs and metrics name them.
+        self._places = {url: str(place) for place, url in enumerate(self._urls, start=1)}
         self._conn: Connection | None = None
+
+    @staticmethod
+    def _pools(urls: Sequence[str], connect: float, read: float) -> dict[str, urllib3.PoolManager]:
+        """A connection pool for each receiver: through the proxy the environment names for it, or direct.
+
+        Raises ``UnusableProxy`` (a ValueError naming the variable) for a proxy reached over https.
+        """
+        timeout = urllib3.Timeout(connect=connect, read=read)
+        headers = {"User-Agent": USER_AGENT}
+        direct = urllib3.PoolManager(timeout=timeout, retries=False, headers=headers)
+        proxied: dict[Proxy, urllib3.ProxyManager] = {}
+        pools: dict[str, urllib3.PoolManager] = {}
+        for url in urls:
+            parts = urllib3.util.parse_url(url)
+            proxy = proxy_for(parts.scheme or "http", parts.host or "", purpose="webhooks")
+            if proxy is None:
+                pools[url] = direct
+                continue
+            if proxy not in proxied:
+                auth = {"Proxy-Authorization": proxy.authorization} if proxy.authorization else None
+                proxied[proxy] = urllib3.ProxyManager(
+                    proxy.url, proxy_headers=auth, timeout=timeout, retries=False, headers=headers
+                )
+            pools[url] = proxied[proxy]
+        return pools
 
     @classmethod
     def from_settings(
@@ -146,7 +185,8 @@ class WebhookDeliverer:
         if self._conn is not None and not self._conn.closed:
             self._conn.close()
         self._conn = None
-        self._http.clear()
+        for pool in set(self._http.values()):
+            pool.clear()
 
     def deliver_due(self, stop: threading.Event | None = None) -> DeliveryReport:
         """Attempt one batch of due events, once each (until ``stop`` is set: the rest are let go)."""
@@ -174,12 +214,15 @@ class WebhookDeliverer:
             )
             if state == "delivered":
                 report.delivered += 1
+                EVENT_ATTEMPTS.labels("delivered").inc()
             elif state == "dead":
                 report.dead += 1
+                EVENT_ATTEMPTS.labels("dead").inc()
                 log.warning("event %s (%s) is dead after %d attempts: %s", event.id, event.type,
                             event.attempts + 1, "; ".join(errors))  # fmt: skip
             elif state == "pending":
                 report.retried += 1
+                EVENT_ATTEMPTS.labels("retry").inc()
             report.errors.extend(errors)
         return report
 
@@ -198,17 +241,46 @@ class WebhookDeliverer:
                 "webhook-timestamp": str(int(now.timestamp())),
                 "webhook-signature": self._signer.sign(event.id, now, body),
             }
+            place = self._places[url]
+            started = time.perf_counter()
             try:
-                response = self._http.request("POST", url, body=body, headers=headers, preload_content=True)
+                status = self._post(url, body, headers)
             except urllib3.exceptions.HTTPError as exc:
                 # Never the URL itself in logs or the table: it may carry a token.
-                errors.append(f"receiver {self._urls.index(url) + 1}: {type(exc).__name__}")
+                # (urllib3's NewConnectionError is a ConnectTimeoutError too: a refusal is no timeout.)
+                timed_out = isinstance(exc, urllib3.exceptions.TimeoutError) and not isinstance(
+                    exc, urllib3.exceptions.NewConnectionError
+                )
+                WEBHOOK_REQUESTS.labels(place, "timeout" if timed_out else "error").inc()
+                errors.append(f"receiver {place}: {type(exc).__name__}")
                 continue
-            if 200 <= response.status < 300:
+            finally:
+                WEBHOOK_REQUEST_SECONDS.labels(place).observe(time.perf_counter() - started)
+            if 200 <= status < 300:
+                WEBHOOK_REQUESTS.labels(place, "delivered").inc()
                 delivered.append(self._ids[url])
             else:
-                errors.append(f"receiver {self._urls.index(url) + 1}: HTTP {response.status}")
+                WEBHOOK_REQUESTS.labels(place, "refused").inc()
+                errors.append(f"receiver {place}: HTTP {status}")
         return delivered, errors
+
+    def _post(self, url: str, body: bytes, headers: dict[str, str]) -> int:
+        """POST to one receiver; return its status, having read at most MAX_ANSWER_BYTES of its answer."""
+        response = self._http[url].request("POST", url, body=body, headers=headers, preload_content=False)
+        try:
+            response.read(MAX_ANSWER_BYTES)
+            if response.read(1):
+                response.close()  # more than we read: this connection is not worth keeping
+        finally:
+            response.release_conn()
+        return response.status
+
+    def report_outbox(self) -> None:
+        """Set the outbox gauges from the table (pending and dead events, the oldest one's wait)."""
+        stats = self._repository().stats()
+        EVENTS_OUTBOX.labels("pending").set(stats.pending)
+        EVENTS_OUTBOX.labels("dead").set(stats.dead)
+        EVENTS_OLDEST_DUE_SECONDS.labels("pending").set(stats.oldest_due_seconds)
 
     def prune(self) -> int:
         """Delete delivered events past the retention period; return how many went."""
@@ -221,12 +293,15 @@ class WebhookDeliverer:
     def run(self, stop: threading.Event, *, once: bool = False) -> DeliveryReport:
         """Deliver until ``stop`` is set (or, ``once``, until nothing is due); return the totals."""
         total = DeliveryReport()
-        next_prune = 0.0
+        next_prune = next_stats = 0.0
         while not stop.is_set():
             try:
                 if time.monotonic() >= next_prune:
                     self.prune()
                     next_prune = time.monotonic() + PRUNE_EVERY_SECONDS
+                if time.monotonic() >= next_stats:
+                    self.report_outbox()
+                    next_stats = time.monotonic() + STATS_EVERY_SECONDS
                 report = self.deliver_due(stop)
             except Exception:  # a database or network hiccup: try again shortly
                 log.warning("event delivery failed; retrying", exc_info=True)

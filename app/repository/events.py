@@ -88,6 +88,14 @@ PRUNE_DELIVERED = """
     )
 """
 
+# What the workers report as gauges (both counts use a partial index: migration 011 adds dead's).
+OUTBOX_STATS = """
+    SELECT (SELECT count(*) FROM events WHERE state = 'pending'),
+           (SELECT count(*) FROM events WHERE state = 'dead'),
+           (SELECT coalesce(extract(epoch FROM greatest(interval '0', now() - min(next_attempt_at))), 0)
+            FROM events WHERE state = 'pending')
+"""
+
 SELECT_EVENTS = """
     SELECT seq, id, type, occurred_at, user_id, provider, object_key, state, attempts,
            next_attempt_at, delivered_to, last_error
@@ -123,6 +131,15 @@ class OutboxEvent:
     data: dict[str, Any]
     attempts: int
     delivered_to: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class OutboxStats:
+    """The outbox at a glance, for the worker's gauges."""
+
+    pending: int
+    dead: int
+    oldest_due_seconds: float
 
 
 @dataclass(frozen=True)
@@ -199,6 +216,12 @@ class EventRepository:
         with self._conn, self._conn.cursor() as cur:
             cur.execute(PRUNE_DELIVERED, {"keep": keep_seconds, "limit": limit})
             return int(cur.rowcount)
+
+    def stats(self) -> OutboxStats:
+        """How many events are pending and dead, and how long the oldest pending one has been due."""
+        rows = self._all(OUTBOX_STATS, {})
+        pending, dead, oldest = rows[0]
+        return OutboxStats(int(pending), int(dead), float(oldest))
 
     def list_events(self, states: Sequence[str], limit: int) -> list[ListedEvent]:
         """The first ``limit`` events in these states, oldest first."""

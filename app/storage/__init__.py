@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..config import AzureSettings, ConfigError, Settings
+from ..proxies import UnusableProxy
 from .base import (
     NO_CHECKSUMS,
     Checksums,
@@ -17,7 +18,6 @@ from .base import (
     StorageRefused,
     StorageTimeout,
 )
-from .http import UnusableProxy
 from .registry import ProviderRegistry
 
 __all__ = [

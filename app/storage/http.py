@@ -8,53 +8,23 @@ of idle connections, separate connect and read timeouts, and one silent retry
 when a kept-alive connection turns out to have been closed (requests sent
 here are idempotent: HEAD, GET, DELETE).
 
-A proxy applies as it does to botocore's own calls: ``HTTPS_PROXY`` or
-``HTTP_PROXY`` (by the origin's scheme), unless ``NO_PROXY`` names the host.
+A proxy applies as it does to botocore's own calls (``app/proxies.py``):
+``HTTPS_PROXY`` or ``HTTP_PROXY`` by the origin's scheme, unless ``NO_PROXY`` names the host.
 HTTPS goes through a CONNECT tunnel, plain HTTP in absolute form. A proxy
 reached over https itself is refused at start-up, naming the variable.
 """
 
 from __future__ import annotations
 
-import base64
 import http.client
 import os
 import socket
 import ssl
 import threading
-import urllib.request
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
-
-class UnusableProxy(ValueError):
-    """The environment names a proxy this module cannot speak to (one reached over https)."""
-
-
-@dataclass(frozen=True)
-class Proxy:
-    """A forward proxy that requests to one origin go through."""
-
-    host: str
-    port: int
-    #: the Proxy-Authorization header, when the proxy URL carries a user
-    authorization: str | None = None
-
-
-def proxy_for(scheme: str, host: str) -> Proxy | None:
-    """The proxy the environment names for ``scheme://host``, as botocore would use it; None for none."""
-    url = urllib.request.getproxies().get(scheme)
-    if not url or urllib.request.proxy_bypass(host):
-        return None
-    parts = urlsplit(url if "://" in url else f"http://{url}")
-    if parts.scheme != "http":
-        name = "HTTPS_PROXY" if scheme == "https" else "HTTP_PROXY"
-        raise UnusableProxy(f"{name}: only an http:// proxy is supported for storage requests")
-    authorization = None
-    if parts.username is not None:
-        user = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
-        authorization = "Basic " + base64.b64encode(user.encode()).decode("ascii")
-    return Proxy(parts.hostname or "", parts.port or 80, authorization)
+from ..proxies import proxy_for
 
 
 class Unreachable(Exception):

@@ -8,12 +8,15 @@ import hmac
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import psycopg2
@@ -23,6 +26,7 @@ from standardwebhooks import Webhook
 
 from app.components import settings as app_settings
 from app.events.delivery import WebhookDeliverer, receiver_id
+from app.metrics import REGISTRY
 from app.migrations import apply_migrations
 from app.repository.events import EventRepository
 from devstack.services import ROOT, free_port
@@ -42,6 +46,7 @@ class Receiver:
     stall_first: int = 0
     stall_seconds: float = 0.0
     delay_seconds: float = 0.0
+    endless_answer: bool = False  # a 200 whose body never ends (1 TiB announced, 6 MB/s for up to 60 s)
     received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
     answers: list[int] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
@@ -68,8 +73,15 @@ class Receiver:
                     with receiver._lock:
                         receiver.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
                 self.send_response(status)
-                self.send_header("Content-Length", "0")
+                self.send_header("Content-Length", str(2**40 if receiver.endless_answer else 0))
                 self.end_headers()
+                until = time.monotonic() + 60
+                while receiver.endless_answer and time.monotonic() < until:
+                    try:
+                        self.wfile.write(b"x" * 65536)
+                        time.sleep(0.01)
+                    except OSError:  # the sender hung up: what it read was enough
+                        break
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -136,6 +148,28 @@ def deliver_until_settled(app: Flask, timeout: float = 20) -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"events still pending: {states(app_settings(app).database_url)}")
+
+
+def start_worker(app: Flask, **more: str) -> subprocess.Popen[bytes]:
+    """Start `flask events deliver` as its own process, with ``app``'s database and receivers."""
+    s = app_settings(app)
+    env = {
+        **os.environ,
+        "DATABASE_URL": s.database_url,
+        "WEBHOOK_URLS": ",".join(s.webhook_urls),
+        "WEBHOOK_SECRET": SECRET,
+        "AUTH_MODE": "dev",
+        "APP_ENV": "test",
+        "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ.get('PATH', '')}",
+        **more,
+    }
+    return subprocess.Popen(
+        ["flask", "--app", "app", "events", "deliver"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def states(database_url: str) -> dict[str, int]:
@@ -385,22 +419,7 @@ def test_the_worker_stops_on_sigterm(events_app: Callable[..., Flask]) -> None:
     """`flask events deliver` runs until stopped, and a SIGTERM stops it cleanly."""
     app = events_app()
     s = app_settings(app)
-    env = {
-        **os.environ,
-        "DATABASE_URL": s.database_url,
-        "WEBHOOK_URLS": ",".join(s.webhook_urls),
-        "WEBHOOK_SECRET": SECRET,
-        "AUTH_MODE": "dev",
-        "APP_ENV": "test",
-        "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ.get('PATH', '')}",
-    }
-    proc = subprocess.Popen(
-        ["flask", "--app", "app", "events", "deliver"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    proc = start_worker(app)
     try:
         upload(app.test_client(), "s3", b"live", "live.txt")
         deadline = time.monotonic() + 15
@@ -483,3 +502,152 @@ def test_a_save_refused_by_a_quota_is_announced_with_its_status(
     assert events["upload.rejected"]["status"] == 413
     assert events["upload.rejected"]["reason"] == refused.get_json()["error"]
     assert events["upload.rejected"]["upload"]["objectKey"] == keys[1]
+
+
+def metric(name: str, **labels: str) -> float:
+    """A sample's value in this process's registry (0 when it has none yet)."""
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_a_receiver_is_reached_through_the_proxy_the_environment_names(
+    events_app: Callable[..., Flask],
+    receiver: Receiver,
+    tinyproxy: tuple[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url, log = tinyproxy
+    app = events_app()
+    upload(app.test_client(), "s3", b"proxied", "proxied.txt")
+    for name in ("NO_PROXY", "no_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", url)  # read when the worker starts, as the storage clients do
+    deliver_until_settled(app)
+    assert [e["type"] for e in receiver.events()] == ["file.saved"]
+    assert f"127.0.0.1:{receiver.port}/hooks" in log.read_text()
+
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    upload(app.test_client(), "s3", b"direct", "direct.txt")
+    before = log.read_text().count(f"127.0.0.1:{receiver.port}/hooks")
+    deliver_until_settled(app)
+    assert [e["type"] for e in receiver.events()] == ["file.saved", "file.saved"]
+    assert log.read_text().count(f"127.0.0.1:{receiver.port}/hooks") == before
+
+
+def test_the_worker_refuses_a_proxy_reached_over_https(
+    events_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = events_app()
+    for name in ("NO_PROXY", "no_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", "https://proxy.example.com:3129")
+    result = app.test_cli_runner().invoke(args=["events", "deliver", "--once"])
+    assert result.exit_code == 1
+    assert "HTTP_PROXY: only an http:// proxy is supported for webhooks" in result.output
+
+
+def test_an_endless_answer_is_read_only_in_part_and_the_next_event_still_goes(
+    events_app: Callable[..., Flask], receiver: Receiver
+) -> None:
+    receiver.endless_answer = True  # the worker reads 64 KiB of it, then hangs up
+    app = events_app()
+    client = app.test_client()
+    upload(client, "s3", b"one", "one.txt")
+    upload(client, "s3", b"two", "two.txt")
+    deliver_until_settled(app)
+    assert [e["type"] for e in receiver.events()] == ["file.saved", "file.saved"]
+    assert states(app_settings(app).database_url) == {"delivered": 2}
+
+
+def test_the_workers_metrics_count_each_receivers_answers_and_the_outbox(
+    events_app: Callable[..., Flask], receiver: Receiver
+) -> None:
+    refusing = Receiver(free_port(), fail_first=100).start()
+    slow = Receiver(free_port(), stall_first=100, stall_seconds=1.5).start()
+    gone = Receiver(free_port())  # never started: its connection is refused
+    try:
+        urls = ",".join([receiver.url, refusing.url, slow.url, gone.url])
+        app = events_app(WEBHOOK_URLS=urls, WEBHOOK_MAX_ATTEMPTS="2")
+        labels = [("1", "delivered"), ("2", "refused"), ("3", "timeout"), ("4", "error")]
+        before = {pair: metric("upload_webhook_requests_total", receiver=pair[0], outcome=pair[1])
+                  for pair in labels}  # fmt: skip
+        attempts = {r: metric("upload_event_attempts_total", result=r) for r in ("retry", "dead")}
+        upload(app.test_client(), "s3", b"counted", "counted.txt")
+        worker = deliverer(app)
+        try:
+            worker.report_outbox()
+            assert metric("upload_events_outbox", state="pending") == 1
+            assert metric("upload_events_outbox", state="dead") == 0
+            deadline = time.monotonic() + 30
+            while states(app_settings(app).database_url) != {"dead": 1} and time.monotonic() < deadline:
+                worker.deliver_due()
+                time.sleep(0.1)
+            worker.report_outbox()
+        finally:
+            worker.close()
+    finally:
+        refusing.stop()
+        slow.stop()
+    assert states(app_settings(app).database_url) == {"dead": 1}
+    after = {pair: metric("upload_webhook_requests_total", receiver=pair[0], outcome=pair[1])
+             for pair in labels}  # fmt: skip
+    # The first receiver had it at the first attempt, and is not sent it again.
+    assert {pair: after[pair] - before[pair] for pair in labels} == {pair: (1 if pair[0] == "1" else 2)
+                                                                      for pair in labels}  # fmt: skip
+    assert metric("upload_event_attempts_total", result="retry") - attempts["retry"] == 1
+    assert metric("upload_event_attempts_total", result="dead") - attempts["dead"] == 1
+    assert metric("upload_events_outbox", state="pending") == 0
+    assert metric("upload_events_outbox", state="dead") == 1
+    assert metric("upload_webhook_request_duration_seconds_count", receiver="3") >= 2
+
+
+def test_the_worker_serves_its_metrics_on_events_metrics_port(
+    events_app: Callable[..., Flask], receiver: Receiver
+) -> None:
+    """A running `flask events deliver` answers /metrics on EVENTS_METRICS_PORT, after traffic."""
+    app = events_app()
+    s = app_settings(app)
+    upload(app.test_client(), "s3", b"scraped", "scraped.txt")  # pending when the worker starts
+    port = free_port()
+    proc = start_worker(app, EVENTS_METRICS_PORT=str(port), HOST="127.0.0.1")
+    try:
+        deadline = time.monotonic() + 15
+        while states(s.database_url) != {"delivered": 1} and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert states(s.database_url) == {"delivered": 1}
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+            scraped = answer.read().decode()
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert 'upload_webhook_requests_total{outcome="delivered",receiver="1"} 1.0' in scraped
+    assert 'upload_event_attempts_total{result="delivered"} 1.0' in scraped
+    assert 'upload_events_outbox{state="pending"} 1.0' in scraped  # read as it started
+    assert 'upload_events_oldest_due_seconds{state="pending"}' in scraped
+    assert "receiver-secret" not in scraped
+    assert proc.returncode == 0
+
+
+def test_the_worker_says_when_its_metrics_port_is_taken(events_app: Callable[..., Flask]) -> None:
+    app = events_app()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = app.test_cli_runner().invoke(
+            args=["events", "deliver", "--once", "--metrics-port", str(port), "--metrics-host", "127.0.0.1"]
+        )
+    assert result.exit_code == 1
+    assert f"cannot serve metrics on EVENTS_METRICS_PORT {port}: Address already in use" in result.output
+
+
+def test_the_worker_refuses_a_metrics_port_that_is_no_port(events_app: Callable[..., Flask]) -> None:
+    runner = events_app().test_cli_runner()
+    for value in ("abc", "0", "70000"):
+        result = runner.invoke(args=["events", "deliver", "--once"], env={"EVENTS_METRICS_PORT": value})
+        assert result.exit_code == 2
+        assert (
+            "Invalid value for '--metrics-port': expected a port from 1 to 65535 "
+            f"(EVENTS_METRICS_PORT or --metrics-port), not '{value}'"
+        ) in result.output

@@ -1,49 +1,18 @@
 """HTTP_PROXY and NO_PROXY hold for save-metadata's read of the object (a ranged GET) as for botocore's calls,
-through a real tinyproxy."""
+through a real tinyproxy (the ``tinyproxy`` fixture, in conftest)."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from flask import Flask
 
 from app.config import ConfigError
-from devstack.services import free_port, port_is_free
 from tests.helpers import presign, put, save
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def tinyproxy(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """Start Debian's tinyproxy on a free port; yield its URL and its log."""
-    binary = shutil.which("tinyproxy") or "/usr/bin/tinyproxy"
-    if not Path(binary).exists():
-        pytest.fail(
-            "tinyproxy not found: make install installs it as root (Debian: apt-get install tinyproxy)"
-        )
-    port = free_port()
-    log = tmp_path / "tinyproxy.log"
-    config = tmp_path / "tinyproxy.conf"
-    config.write_text(
-        f'Port {port}\nListen 127.0.0.1\nTimeout 30\nAllow 127.0.0.1\nLogFile "{log}"\n'
-        "LogLevel Info\nMaxClients 20\n"
-    )
-    proc = subprocess.Popen(
-        [binary, "-d", "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
-    )
-    deadline = time.monotonic() + 10
-    while port_is_free(port):
-        assert proc.poll() is None and time.monotonic() < deadline, "tinyproxy did not start"
-        time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}", log
-    proc.terminate()
-    proc.wait(10)
 
 
 def test_save_metadata_reads_through_the_proxy_the_environment_names(
