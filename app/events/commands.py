@@ -40,8 +40,9 @@ def _connect(purpose: str) -> psycopg2.extensions.connection:
 def _port(value: str | None) -> int | None:
     if value is None or not value.strip():
         return None
-    if value.strip().isdigit() and 1 <= int(value) <= 65535:
-        return int(value)
+    text = value.strip()
+    if text.isascii() and text.isdigit() and 1 <= int(text) <= 65535:  # ascii: "²" is a digit too
+        return int(text)
     # The value is the operator's own (never a secret): saying it helps.
     raise click.BadParameter(
         f"expected a port from 1 to 65535 (EVENTS_METRICS_PORT or --metrics-port), not {value!r}"

@@ -29,7 +29,7 @@ class LimitValue(click.ParamType[int | None]):
         text = str(value).strip().lower()
         if text == "default":
             return None
-        if text.isdigit() and int(text) <= 2**62:
+        if text.isascii() and text.isdigit() and int(text) <= 2**62:  # ascii: "²" is a digit too
             return int(text)
         self.fail(f"expected a whole number or 'default', got {value!r}", param, ctx)
 

@@ -238,7 +238,7 @@ class AzureBlobProvider(StagingProvider):
         props = download.properties
         # A ranged Get Blob describes the range: the blob's own size ends Content-Range.
         total = (props.content_range or "").rpartition("/")[2]
-        if total.isdigit():
+        if total.isascii() and total.isdigit():
             props.size = int(total)
         return self._info(props, start[:length])
 

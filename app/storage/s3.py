@@ -340,7 +340,8 @@ class S3CompatibleProvider(MultipartProvider):
             raise StorageRefused(f"{self.name} storage refused the request ({response.status})")
         # 206: "bytes 0-4095/<size>"; 200 (a server that ignored the range): the whole length.
         total = response.headers.get("content-range", "").rpartition("/")[2]
-        size = total if response.status == 206 and total.isdigit() else response.headers.get("content-length")
+        ranged = response.status == 206 and total.isascii() and total.isdigit()
+        size = total if ranged else response.headers.get("content-length")
         etag = response.headers.get("etag")
         return ObjectInfo(
             size=int(size or "0"),

@@ -644,7 +644,7 @@ def test_the_worker_says_when_its_metrics_port_is_taken(events_app: Callable[...
 
 def test_the_worker_refuses_a_metrics_port_that_is_no_port(events_app: Callable[..., Flask]) -> None:
     runner = events_app().test_cli_runner()
-    for value in ("abc", "0", "70000"):
+    for value in ("abc", "0", "70000", "²"):
         result = runner.invoke(args=["events", "deliver", "--once"], env={"EVENTS_METRICS_PORT": value})
         assert result.exit_code == 2
         assert (

@@ -256,6 +256,10 @@ def test_quota_commands_set_show_and_recount(quota_app: Callable[..., Flask]) ->
     bad = runner.invoke(args=["quota", "set", "ivy", "--bytes", "lots"])
     assert bad.exit_code == 2
     assert "expected a whole number or 'default', got 'lots'" in bad.output
+    for odd in ("²", "-1", "1e6", str(2**62 + 1)):  # "²" passes str.isdigit() but not int()
+        refused = runner.invoke(args=["quota", "set", "ivy", "--bytes", odd])
+        assert refused.exit_code == 2, refused.output
+        assert f"expected a whole number or 'default', got '{odd}'" in refused.output
     none = runner.invoke(args=["quota", "set", "ivy"])
     assert none.exit_code == 1
     assert "name a limit to set: --bytes, --files, --unsaved-bytes, --unsaved-uploads" in none.output
