@@ -8,7 +8,8 @@ imported, which is why the servers set that variable before they import the
 app (see ``deploy/metrics.py``). Without it, values stay in this process's
 memory (tests, ``flask`` commands). The README's "Metrics" lists each one.
 
-Gauges are ``livesum``: a worker's share disappears with the worker.
+Gauges are ``livesum`` (``livemax`` for those read from the database): a worker's
+share disappears with the worker.
 """
 
 from __future__ import annotations

@@ -30,7 +30,8 @@ class Proxy:
     @property
     def url(self) -> str:
         """``http://host:port``, without the credentials (they go in ``authorization``)."""
-        return f"http://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address
+        return f"http://{host}:{self.port}"
 
 
 def proxy_for(scheme: str, host: str, purpose: str = "storage requests") -> Proxy | None:

@@ -30,7 +30,8 @@ through a transaction pooler (Neon's pooled URL).
 A receiver is reached through the proxy the environment names for it
 (``HTTPS_PROXY``/``HTTP_PROXY`` unless ``NO_PROXY`` names its host), as the
 storage calls are. Its answer's body is read up to 64 KiB and dropped: only
-the status counts, and a receiver cannot fill the worker's memory.
+the status counts, and a receiver cannot fill the worker's memory or hold it with
+a body that never ends (``_drain``).
 """
 
 from __future__ import annotations
@@ -123,9 +124,10 @@ class WebhookDeliverer:
         self._retry_base = retry_base_seconds
         self._timeout = timeout_seconds
         self._retention_seconds = retention_days * 86_400
-        # Long enough for one POST to every receiver, each failing to connect and then timing
-        # out, and the bookkeeping: held again right before each event is sent.
-        self._lease = (min(5.0, timeout_seconds) + timeout_seconds) * len(self._urls) + 30
+        # Long enough for one POST to every receiver, each connecting, waiting for its answer
+        # and for its body (``_drain``: the timeout plus one last read) as long as it may, and
+        # the bookkeeping: held again right before each event is sent.
+        self._lease = (min(5.0, timeout_seconds) + 3 * timeout_seconds) * len(self._urls) + 30
         self._worker = str(uuid.uuid4())
         self._http = self._pools(self._urls, min(5.0, timeout_seconds), timeout_seconds)
         # Receivers by place (1, 2, ...) in WEBHOOK_URLS: how logs and metrics name them.
@@ -139,8 +141,7 @@ class WebhookDeliverer:
         Raises ``UnusableProxy`` (a ValueError naming the variable) for a proxy reached over https.
         """
         timeout = urllib3.Timeout(connect=connect, read=read)
-        headers = {"User-Agent": USER_AGENT}
-        direct = urllib3.PoolManager(timeout=timeout, retries=False, headers=headers)
+        direct = urllib3.PoolManager(timeout=timeout, retries=False)
         proxied: dict[Proxy, urllib3.ProxyManager] = {}
         pools: dict[str, urllib3.PoolManager] = {}
         for url in urls:
@@ -152,7 +153,7 @@ class WebhookDeliverer:
             if proxy not in proxied:
                 auth = {"Proxy-Authorization": proxy.authorization} if proxy.authorization else None
                 proxied[proxy] = urllib3.ProxyManager(
-                    proxy.url, proxy_headers=auth, timeout=timeout, retries=False, headers=headers
+                    proxy.url, proxy_headers=auth, timeout=timeout, retries=False
                 )
             pools[url] = proxied[proxy]
         return pools
@@ -235,7 +236,8 @@ class WebhookDeliverer:
             if self._ids[url] in delivered:
                 continue
             now = datetime.now(UTC)
-            headers = {
+            headers = {  # replaces the pool's own headers: the User-Agent goes here too
+                "User-Agent": USER_AGENT,
                 "Content-Type": "application/json",
                 "webhook-id": event.id,
                 "webhook-timestamp": str(int(now.timestamp())),
@@ -265,15 +267,36 @@ class WebhookDeliverer:
         return delivered, errors
 
     def _post(self, url: str, body: bytes, headers: dict[str, str]) -> int:
-        """POST to one receiver; return its status, having read at most MAX_ANSWER_BYTES of its answer."""
-        response = self._http[url].request("POST", url, body=body, headers=headers, preload_content=False)
+        """POST to one receiver and return its status; its answer's body is read as ``_drain`` says."""
+        response = self._http[url].request(
+            "POST", url, body=body, headers=headers, preload_content=False, decode_content=False
+        )
         try:
-            response.read(MAX_ANSWER_BYTES)
-            if response.read(1):
-                response.close()  # more than we read: this connection is not worth keeping
+            if not self._drain(response):
+                response.close()  # not worth waiting for: this connection is not kept
+        except urllib3.exceptions.HTTPError:
+            response.close()  # the body broke off; the status stands: the receiver answered
         finally:
             response.release_conn()
         return response.status
+
+    def _drain(self, response: urllib3.BaseHTTPResponse) -> bool:
+        """Read and drop the body, as sent (never unpacked), if it ends within 64 KiB and the timeout.
+
+        Only the status counts; reading a short body keeps the connection for the next
+        event. A longer one, or one still coming after ``timeout`` (each read waits at most
+        the read timeout), is left: a receiver cannot fill the worker's memory nor hold it.
+        """
+        if (response.length_remaining or 0) > MAX_ANSWER_BYTES:
+            return False
+        deadline = time.monotonic() + self._timeout
+        read = 0
+        while read <= MAX_ANSWER_BYTES and time.monotonic() < deadline:
+            chunk = response.read1(16 * 1024, decode_content=False)
+            if not chunk:
+                return True
+            read += len(chunk)
+        return False
 
     def report_outbox(self) -> None:
         """Set the outbox gauges from the table (pending and dead events, the oldest one's wait)."""
