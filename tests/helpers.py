@@ -1,9 +1,11 @@
-"""Helpers shared by the tests: talking to the service and reading tables back."""
+"""Helpers shared by the tests: talking to the service, reading tables back, running calls at once."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg2.extensions
 import requests
@@ -15,6 +17,8 @@ from app.config import PROVIDERS, S3_FAMILY  # noqa: F401 - re-exported for the 
 from app.repository import PendingUpload
 from app.storage import ObjectInfo, StagingProvider, StorageProvider
 from app.uploads.recorder import PendingRecorder
+
+T = TypeVar("T")
 
 FILE_TABLES = {"s3": "s3_files", "r2": "r2_files", "b2": "b2_files", "azure": "azure_files"}
 KEY_COLUMNS = {"s3": "object_key", "r2": "object_key", "b2": "object_key", "azure": "blob_name"}
@@ -128,3 +132,20 @@ def pending_record(n: int, provider: str = "s3", user: str = "alice") -> Pending
         expires_at=PRESIGNED_AT + timedelta(minutes=5),
         saved_at=None,
     )
+
+
+def at_once(calls: Sequence[Callable[[], T]], timeout: float = 60) -> list[T]:
+    """Run each call on a thread of its own, all released together; return their results in order."""
+    results: list[Any] = [None] * len(calls)
+    start = threading.Barrier(len(calls))
+
+    def run(n: int) -> None:
+        start.wait()
+        results[n] = calls[n]()
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    return results

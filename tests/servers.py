@@ -1,6 +1,7 @@
-"""Real servers the tests start for themselves: the service as the image runs it, PgBouncer, nginx, Redis.
+"""Real servers the tests start for themselves: the service as the image runs it, PgBouncer, nginx, Redis,
+and a webhook receiver (an HTTP server in the test's process).
 
-Each is a Debian package that ``make install`` installs (as root); a test
+Each of the others is a Debian package that ``make install`` installs (as root); a test
 that needs one fails with that instruction when it is missing. Every server
 runs in its own process group, on a free port, with its files in a folder
 of the test's.
@@ -8,16 +9,20 @@ of the test's.
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import psycopg2.extensions
 import pytest
@@ -284,3 +289,84 @@ class RedisServer:
     def stop(self) -> None:
         """Stop the server (when it is the test's own)."""
         stop_process_group(self._proc, grace=10)
+
+
+# -- A webhook receiver ---------------------------------------------------------------------------
+
+
+@dataclass
+class WebhookReceiver:
+    """An HTTP server that records each POST it is sent; it can answer 500, stall, or not be there yet."""
+
+    port: int
+    fail_first: int = 0
+    stall_first: int = 0
+    stall_seconds: float = 0.0
+    delay_seconds: float = 0.0
+    #: the body of a 200: "" (none), "huge" (1 TiB announced, 6 MB/s), "endless" (no length, 6 MB/s),
+    #: "trickle" (no length, a byte every 0.2 s), "bad-gzip" (said to be gzip, and it is not);
+    #: the streams stop after 60 s or when the sender hangs up
+    answer: str = ""
+    received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    answers: list[int] = field(default_factory=list)
+    _server: ThreadingHTTPServer | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hooks?token=receiver-secret"
+
+    def start(self) -> WebhookReceiver:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with receiver._lock:
+                    n = len(receiver.answers)
+                    status = 500 if n < receiver.fail_first else 200
+                    receiver.answers.append(status)
+                if n < receiver.stall_first:
+                    time.sleep(receiver.stall_seconds)  # past the sender's timeout
+                time.sleep(receiver.delay_seconds)
+                if status == 200:
+                    with receiver._lock:
+                        receiver.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(status)
+                self._answer(receiver.answer if status == 200 else "")
+
+            def _answer(self, kind: str) -> None:
+                if kind == "bad-gzip":
+                    self.send_header("Content-Encoding", "gzip")
+                    self.send_header("Content-Length", "12")
+                    self.end_headers()
+                    self.wfile.write(b"not gzip at ")
+                    return
+                if kind in ("", "huge"):
+                    self.send_header("Content-Length", str(2**40 if kind else 0))
+                self.end_headers()  # HTTP/1.0 without a length: the body ends when the connection does
+                chunk, pause = (b".", 0.2) if kind == "trickle" else (b"x" * 65536, 0.01)
+                until = time.monotonic() + 60
+                while kind and time.monotonic() < until:
+                    try:
+                        self.wfile.write(chunk)
+                        self.wfile.flush()
+                    except OSError:  # the sender hung up
+                        break
+                    time.sleep(pause)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def events(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [json.loads(body) for _, body in self.received]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
-import json
 import os
 import signal
 import socket
@@ -14,8 +14,6 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -30,94 +28,17 @@ from app.metrics import REGISTRY
 from app.migrations import apply_migrations
 from app.repository.events import EventRepository
 from devstack.services import ROOT, free_port
-from tests.helpers import presign, put, recorder, save, upload
+from tests.helpers import at_once, presign, put, recorder, save, upload
+from tests.servers import WebhookReceiver
 
 pytestmark = pytest.mark.integration
 
 SECRET = "whsec_" + base64.b64encode(b"a test secret of thirty-two bytes").decode()
 
 
-@dataclass
-class Receiver:
-    """An HTTP server that records each POST; it can answer 500, stall, or not be there yet."""
-
-    port: int
-    fail_first: int = 0
-    stall_first: int = 0
-    stall_seconds: float = 0.0
-    delay_seconds: float = 0.0
-    #: the body of a 200: "" (none), "huge" (1 TiB announced, 6 MB/s), "endless" (no length, 6 MB/s),
-    #: "trickle" (no length, a byte every 0.2 s), "bad-gzip" (said to be gzip, and it is not);
-    #: the streams stop after 60 s or when the sender hangs up
-    answer: str = ""
-    received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
-    answers: list[int] = field(default_factory=list)
-    _server: ThreadingHTTPServer | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks?token=receiver-secret"
-
-    def start(self) -> Receiver:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                with receiver._lock:
-                    n = len(receiver.answers)
-                    status = 500 if n < receiver.fail_first else 200
-                    receiver.answers.append(status)
-                if n < receiver.stall_first:
-                    time.sleep(receiver.stall_seconds)  # past the sender's timeout
-                time.sleep(receiver.delay_seconds)
-                if status == 200:
-                    with receiver._lock:
-                        receiver.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                self.send_response(status)
-                self._answer(receiver.answer if status == 200 else "")
-
-            def _answer(self, kind: str) -> None:
-                if kind == "bad-gzip":
-                    self.send_header("Content-Encoding", "gzip")
-                    self.send_header("Content-Length", "12")
-                    self.end_headers()
-                    self.wfile.write(b"not gzip at ")
-                    return
-                if kind in ("", "huge"):
-                    self.send_header("Content-Length", str(2**40 if kind else 0))
-                self.end_headers()  # HTTP/1.0 without a length: the body ends when the connection does
-                chunk, pause = (b".", 0.2) if kind == "trickle" else (b"x" * 65536, 0.01)
-                until = time.monotonic() + 60
-                while kind and time.monotonic() < until:
-                    try:
-                        self.wfile.write(chunk)
-                        self.wfile.flush()
-                    except OSError:  # the sender hung up
-                        break
-                    time.sleep(pause)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-
-    def events(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return [json.loads(body) for _, body in self.received]
-
-
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver(free_port()).start()
+def receiver() -> Iterator[WebhookReceiver]:
+    server = WebhookReceiver(free_port()).start()
     yield server
     server.stop()
 
@@ -131,7 +52,9 @@ def events_db(make_database: Callable[[], str]) -> str:
 
 
 @pytest.fixture
-def events_app(make_app: Callable[..., Flask], events_db: str, receiver: Receiver) -> Callable[..., Flask]:
+def events_app(
+    make_app: Callable[..., Flask], events_db: str, receiver: WebhookReceiver
+) -> Callable[..., Flask]:
     def make(**more: str) -> Flask:
         env = {
             "DATABASE_URL": events_db,
@@ -200,7 +123,7 @@ def without_download_url(file: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_saved_and_deleted_files_arrive_signed_in_order_with_the_files_json(
-    events_app: Callable[..., Flask], receiver: Receiver
+    events_app: Callable[..., Flask], receiver: WebhookReceiver
 ) -> None:
     app = events_app()
     client = app.test_client()
@@ -238,7 +161,7 @@ def test_saved_and_deleted_files_arrive_signed_in_order_with_the_files_json(
 
 
 def test_a_refused_upload_and_a_swept_one_send_their_events(
-    events_app: Callable[..., Flask], receiver: Receiver
+    events_app: Callable[..., Flask], receiver: WebhookReceiver
 ) -> None:
     app = events_app()
     client = app.test_client()
@@ -278,7 +201,7 @@ def test_a_refused_upload_and_a_swept_one_send_their_events(
 
 
 def test_a_save_that_fails_at_the_database_writes_no_event(
-    events_app: Callable[..., Flask], receiver: Receiver
+    events_app: Callable[..., Flask], receiver: WebhookReceiver
 ) -> None:
     app = events_app(DB_STATEMENT_TIMEOUT_MS="300")
     client = app.test_client()
@@ -306,7 +229,7 @@ def test_a_save_that_fails_at_the_database_writes_no_event(
 
 
 def test_a_receiver_answering_500_or_too_slowly_gets_retries_and_then_the_event(
-    events_app: Callable[..., Flask], receiver: Receiver
+    events_app: Callable[..., Flask], receiver: WebhookReceiver
 ) -> None:
     receiver.fail_first = 2  # then a third attempt that stalls past the timeout, then 200
     receiver.stall_first = 3
@@ -326,7 +249,7 @@ def test_a_receiver_answering_500_or_too_slowly_gets_retries_and_then_the_event(
 
 
 def test_after_the_last_attempt_an_event_is_dead_until_replayed(
-    events_app: Callable[..., Flask], receiver: Receiver
+    events_app: Callable[..., Flask], receiver: WebhookReceiver
 ) -> None:
     receiver.fail_first = 4
     app = events_app()
@@ -355,7 +278,7 @@ def test_after_the_last_attempt_an_event_is_dead_until_replayed(
 
 
 def test_a_receiver_down_for_a_while_gets_every_event_once_it_is_back(
-    events_app: Callable[..., Flask], receiver: Receiver
+    events_app: Callable[..., Flask], receiver: WebhookReceiver
 ) -> None:
     receiver.stop()
     app = events_app(WEBHOOK_MAX_ATTEMPTS="20")
@@ -366,7 +289,7 @@ def test_a_receiver_down_for_a_while_gets_every_event_once_it_is_back(
         assert runner.invoke(args=["events", "deliver", "--once"]).exit_code == 0
         time.sleep(0.1)
     assert states(app_settings(app).database_url) == {"pending": 5}
-    back = Receiver(receiver.port).start()
+    back = WebhookReceiver(receiver.port).start()
     try:
         deliver_until_settled(app, timeout=30)
         got = [e["data"]["file"]["objectKey"] for e in back.events()]
@@ -376,7 +299,7 @@ def test_a_receiver_down_for_a_while_gets_every_event_once_it_is_back(
 
 
 def test_two_workers_share_the_events_and_send_each_once_in_order_per_file(
-    events_app: Callable[..., Flask], receiver: Receiver
+    events_app: Callable[..., Flask], receiver: WebhookReceiver
 ) -> None:
     receiver.delay_seconds = 0.01
     app = events_app()
@@ -385,19 +308,9 @@ def test_two_workers_share_the_events_and_send_each_once_in_order_per_file(
         saved = upload(client, "s3", b"%d" % i, f"pair-{i}.txt", user="dana")
         assert client.delete(f"/s3/files/{saved['id']}", headers={"X-User-Id": "dana"}).status_code == 204
     workers = [deliverer(app, batch_size=3), deliverer(app, batch_size=3)]
-    reports = []
-    start = threading.Barrier(2)
-
-    def run(worker: WebhookDeliverer) -> None:
-        start.wait()
-        reports.append(worker.run(threading.Event(), once=True))
+    reports = at_once([functools.partial(worker.run, threading.Event(), once=True) for worker in workers])
+    for worker in workers:
         worker.close()
-
-    threads = [threading.Thread(target=run, args=(w,)) for w in workers]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
     deliver_until_settled(app)
     events = receiver.events()
     assert len(events) == 30 and len({e["id"] for e in events}) == 30  # each once
@@ -409,7 +322,7 @@ def test_two_workers_share_the_events_and_send_each_once_in_order_per_file(
 
 
 def test_delivered_events_are_pruned_after_the_retention_period(
-    events_app: Callable[..., Flask], receiver: Receiver
+    events_app: Callable[..., Flask], receiver: WebhookReceiver
 ) -> None:
     app = events_app(EVENTS_RETENTION_DAYS="0")
     upload(app.test_client(), "s3", b"pruned", "pruned.txt")
@@ -451,7 +364,7 @@ def test_the_worker_stops_on_sigterm(events_app: Callable[..., Flask]) -> None:
 
 
 def test_the_outbox_names_receivers_by_digest_never_by_url(
-    events_app: Callable[..., Flask], receiver: Receiver
+    events_app: Callable[..., Flask], receiver: WebhookReceiver
 ) -> None:
     app = events_app()
     upload(app.test_client(), "s3", b"secretive", "secretive.txt")
@@ -465,7 +378,7 @@ def test_the_outbox_names_receivers_by_digest_never_by_url(
 
 
 def test_a_worker_whose_hold_ran_out_neither_sends_nor_records_the_event(
-    events_app: Callable[..., Flask], receiver: Receiver
+    events_app: Callable[..., Flask], receiver: WebhookReceiver
 ) -> None:
     app = events_app()
     upload(app.test_client(), "s3", b"held", "held.txt")
@@ -498,7 +411,7 @@ def test_a_worker_whose_hold_ran_out_neither_sends_nor_records_the_event(
 
 
 def test_a_save_refused_by_a_quota_is_announced_with_its_status(
-    events_app: Callable[..., Flask], receiver: Receiver
+    events_app: Callable[..., Flask], receiver: WebhookReceiver
 ) -> None:
     app = events_app(QUOTA_BYTES_PER_USER="10000")
     client = app.test_client()
@@ -526,7 +439,7 @@ def metric(name: str, **labels: str) -> float:
 
 def test_a_receiver_is_reached_through_the_proxy_the_environment_names(
     events_app: Callable[..., Flask],
-    receiver: Receiver,
+    receiver: WebhookReceiver,
     tinyproxy: tuple[str, Path],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -562,7 +475,7 @@ def test_the_worker_refuses_a_proxy_reached_over_https(
 
 @pytest.mark.parametrize("answer", ["huge", "endless", "trickle", "bad-gzip"])
 def test_only_the_status_of_a_2xx_counts_whatever_its_body(
-    events_app: Callable[..., Flask], receiver: Receiver, answer: str
+    events_app: Callable[..., Flask], receiver: WebhookReceiver, answer: str
 ) -> None:
     """A body over 64 KiB, one still coming after the timeout (1 s here) or one that is not what it
     says is left (the connection closed), and the event is delivered; the next one goes too."""
@@ -578,11 +491,11 @@ def test_only_the_status_of_a_2xx_counts_whatever_its_body(
 
 
 def test_the_workers_metrics_count_each_receivers_answers_and_the_outbox(
-    events_app: Callable[..., Flask], receiver: Receiver
+    events_app: Callable[..., Flask], receiver: WebhookReceiver
 ) -> None:
-    refusing = Receiver(free_port(), fail_first=100).start()
-    slow = Receiver(free_port(), stall_first=100, stall_seconds=1.5).start()
-    gone = Receiver(free_port())  # never started: its connection is refused
+    refusing = WebhookReceiver(free_port(), fail_first=100).start()
+    slow = WebhookReceiver(free_port(), stall_first=100, stall_seconds=1.5).start()
+    gone = WebhookReceiver(free_port())  # never started: its connection is refused
     try:
         urls = ",".join([receiver.url, refusing.url, slow.url, gone.url])
         app = events_app(WEBHOOK_URLS=urls, WEBHOOK_MAX_ATTEMPTS="2")
@@ -620,7 +533,7 @@ def test_the_workers_metrics_count_each_receivers_answers_and_the_outbox(
 
 
 def test_the_worker_serves_its_metrics_on_events_metrics_port(
-    events_app: Callable[..., Flask], receiver: Receiver
+    events_app: Callable[..., Flask], receiver: WebhookReceiver
 ) -> None:
     """A running `flask events deliver` answers /metrics on EVENTS_METRICS_PORT, after traffic."""
     app = events_app()

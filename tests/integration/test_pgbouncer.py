@@ -8,10 +8,13 @@ timeouts with them (``SET LOCAL``, app/db.py's ``bounded_cursor``).
 
 from __future__ import annotations
 
+import base64
+import functools
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import psycopg2
 import pytest
@@ -19,13 +22,16 @@ import requests
 from flask import Flask
 
 from app.components import get_provider
+from app.components import settings as app_settings
 from app.config import ConfigError
 from app.db import Database, DatabaseUnavailable
+from app.events.delivery import WebhookDeliverer
 from app.maintenance.sweep import SweepReport, sweep
 from app.migrations import ADVISORY_LOCK_ID, apply_migrations, discover, pending_migrations
 from app.repository import MaintenanceRepository
-from tests.helpers import presign, put, recorder, upload
-from tests.servers import PgBouncer
+from devstack.services import free_port
+from tests.helpers import at_once, presign, put, recorder, upload
+from tests.servers import PgBouncer, WebhookReceiver
 
 pytestmark = pytest.mark.integration
 
@@ -258,3 +264,82 @@ def test_db_upgrade_through_the_pooler_alone_works(
 def test_a_malformed_unpooled_url_is_refused_at_start_up(make_app: Callable[..., Flask]) -> None:
     with pytest.raises(ConfigError, match="DATABASE_URL_UNPOOLED: not a valid PostgreSQL connection URL"):
         make_app(DATABASE_URL_UNPOOLED="postgresql://x@h/db?nonsense=1")
+
+
+def test_quotas_hold_through_the_pooler_across_replicas(
+    pooled_url: str, make_app: Callable[..., Flask]
+) -> None:
+    """A presign or save takes its user's lock for its transaction alone: through the pooler, 24
+    presigns at once from two replicas against a limit of 5 pass 5, and their saves at once against
+    a byte limit lowered meanwhile store exactly what fits."""
+    limits = {"QUOTA_UNSAVED_UPLOADS_PER_USER": "5", "QUOTA_BYTES_PER_USER": "1000"}
+    replicas = [make_app(DATABASE_URL=pooled_url, **limits) for _ in range(2)]
+
+    def presign_one(n: int) -> Any:
+        return (
+            replicas[n % 2]
+            .test_client()
+            .post(
+                "/s3/presign-upload",
+                json={"fileName": f"q{n}.txt", "contentType": "text/plain", "fileSize": 100},
+                headers={"X-User-Id": "quinn"},
+            )
+        )
+
+    presigned = at_once([functools.partial(presign_one, n) for n in range(24)])
+    assert sorted(a.status_code for a in presigned) == [200] * 5 + [403] * 19
+    usage = replicas[0].test_client().get("/usage", headers={"X-User-Id": "quinn"}).get_json()
+    assert usage["usage"] == {"bytes": 0, "files": 0, "unsavedBytes": 500, "unsavedUploads": 5}
+
+    keys = []
+    for answer in presigned:
+        if answer.status_code == 200:
+            body = answer.get_json()
+            assert requests.put(body["presignedUrl"], data=b"q" * 100, headers=body["headers"], timeout=10).ok
+            keys.append(body["objectKey"])
+    lowered = replicas[1].test_cli_runner().invoke(args=["quota", "set", "quinn", "--bytes", "350"])
+    assert lowered.exit_code == 0, lowered.output
+
+    def save_one(n: int) -> Any:
+        return (
+            replicas[n % 2]
+            .test_client()
+            .post("/s3/save-metadata", json={"objectKey": keys[n]}, headers={"X-User-Id": "quinn"})
+        )
+
+    saved = at_once([functools.partial(save_one, n) for n in range(5)])
+    assert sorted(a.status_code for a in saved) == [201] * 3 + [413] * 2
+    usage = replicas[1].test_client().get("/usage", headers={"X-User-Id": "quinn"}).get_json()
+    assert usage["usage"] == {"bytes": 300, "files": 3, "unsavedBytes": 0, "unsavedUploads": 0}
+    recount = replicas[0].test_cli_runner().invoke(args=["quota", "recount"])
+    assert recount.exit_code == 0, recount.output
+    assert "0 user(s) corrected" in recount.output  # what the saves counted is what the tables hold
+
+
+def test_events_through_the_pooler_are_delivered_once_by_two_workers(
+    pooled_url: str, direct_url: str, make_app: Callable[..., Flask]
+) -> None:
+    """The outbox's claim, hold and finish are a transaction each: through the pooler two workers
+    share the events and send each once."""
+    receiver = WebhookReceiver(free_port()).start()
+    try:
+        secret = "whsec_" + base64.b64encode(b"a pooled secret of thirty-two by").decode()
+        app = make_app(DATABASE_URL=pooled_url, WEBHOOK_URLS=receiver.url, WEBHOOK_SECRET=secret)
+        client = app.test_client()
+        keys = [upload(client, "s3", b"%d" % i, f"pooled-{i}.txt")["objectKey"] for i in range(12)]
+        settings = app_settings(app)
+        workers = [
+            WebhookDeliverer.from_settings(settings, lambda: psycopg2.connect(pooled_url), batch_size=2)
+            for _ in range(2)
+        ]
+        at_once([functools.partial(worker.run, threading.Event(), once=True) for worker in workers])
+        for worker in workers:
+            worker.close()
+        events = receiver.events()
+    finally:
+        receiver.stop()
+    assert sorted(e["data"]["file"]["objectKey"] for e in events) == sorted(keys)  # each once
+    with psycopg2.connect(direct_url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT state, count(*) FROM events GROUP BY state")
+        assert cur.fetchall() == [("delivered", 12)]
+    conn.close()
