@@ -1,7 +1,9 @@
-"""A PostgreSQL server this test started is restarted while uploads flow: 503 only meanwhile, nothing lost."""
+"""A PostgreSQL server this test started is restarted while uploads flow: 503 only meanwhile, nothing lost;
+and while the webhook worker runs: it reconnects and sends every event."""
 
 from __future__ import annotations
 
+import base64
 import threading
 import time
 from collections.abc import Iterator
@@ -13,10 +15,12 @@ import pytest
 
 from app import create_app
 from app.components import get_database
+from app.components import settings as app_settings
+from app.events.delivery import WebhookDeliverer
 from app.migrations import apply_migrations
-from devstack.services import NetworkPostgres
-from tests.helpers import put
-from tests.servers import PgBouncer
+from devstack.services import NetworkPostgres, free_port
+from tests.helpers import put, upload
+from tests.servers import PgBouncer, WebhookReceiver
 
 pytestmark = pytest.mark.integration
 
@@ -129,3 +133,51 @@ def test_restart_under_load_gives_503_only_while_down_and_loses_nothing(
     conn.close()
     # Every upload the clients saw saved is there exactly once; nothing else is.
     assert sorted(in_table) == sorted(saved_keys)
+
+
+def test_the_webhook_worker_rides_out_a_restart_and_sends_every_event_once(
+    postgres: NetworkPostgres, app_env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """`flask events deliver` keeps running while the database is down, reconnects, and sends what
+    was saved before and after, each event once."""
+    url = postgres.url()
+    apply_migrations(url)
+    receiver = WebhookReceiver(free_port()).start()
+    secret = "whsec_" + base64.b64encode(b"a restart secret of thirty-two b").decode()
+    app = create_app({**app_env, "DATABASE_URL": url, "WEBHOOK_URLS": receiver.url, "WEBHOOK_SECRET": secret})
+    worker = WebhookDeliverer.from_settings(
+        app_settings(app), lambda: psycopg2.connect(url, connect_timeout=1)
+    )
+    stop = threading.Event()
+    running = threading.Thread(target=worker.run, args=(stop,))
+    running.start()
+
+    def wait_for_events(count: int) -> None:
+        deadline = time.monotonic() + 20
+        while len(receiver.events()) < count and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(receiver.events()) == count
+
+    try:
+        client = app.test_client()
+        keys = [upload(client, "s3", b"%d" % i, f"before-{i}.txt")["objectKey"] for i in range(3)]
+        wait_for_events(3)
+        postgres.stop(mode="immediate")
+        time.sleep(2.5)  # the worker's polls fail meanwhile
+        assert "event delivery failed; retrying" in caplog.text
+        postgres.start()
+        deadline = time.monotonic() + 10
+        while client.get("/readyz").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        keys += [upload(client, "s3", b"%d" % i, f"after-{i}.txt")["objectKey"] for i in range(3)]
+        wait_for_events(6)
+        assert running.is_alive()  # it never gave up
+    finally:
+        stop.set()
+        running.join(30)
+        worker.close()
+        receiver.stop()
+        get_database(app).close()
+    events = receiver.events()
+    assert sorted(e["data"]["file"]["objectKey"] for e in events) == sorted(keys)
+    assert len({e["id"] for e in events}) == 6
