@@ -2,12 +2,14 @@
 
 ``flask events deliver`` runs one ``WebhookDeliverer``; several may run at
 once (replicas, a worker per host): each claims its own batch in PostgreSQL
-and holds each event for a lease, renewed right before the event is sent
-(``repository/events.py``): no event is sent by two workers at the same time
-(a worker whose lease ran out finds the event taken and skips it, and can no
-longer record an attempt for it), and a worker that dies lets its batch go
-when the lease ends. On SIGTERM the worker finishes the event in hand and
-lets the rest of its batch go.
+and holds each event for a lease (``repository/events.py``), renewed right
+before the event is sent once what is left of the batch's lease might not
+outlast the send (until then the renewal is a round trip for nothing): no
+event is sent by two workers at the same time (a worker whose lease ran out
+finds the event taken and skips it, and can no longer record an attempt for
+it), and a worker that dies lets its batch go when the lease ends. On
+SIGTERM the worker finishes the event in hand and lets the rest of its batch
+go.
 
 For each event, every receiver that has not had it yet is sent one POST:
 the JSON body of ``payloads.event_body`` with ``webhook-id`` (the event's id,
@@ -69,6 +71,8 @@ MAX_RETRY_SECONDS = 6 * 3600
 IDLE_POLL_SECONDS = 1.0
 PRUNE_EVERY_SECONDS = 60.0
 STATS_EVERY_SECONDS = 15.0
+#: an event is held again before it is sent unless its batch's lease outlasts the send by this
+HOLD_MARGIN_SECONDS = 5.0
 #: what is read of a receiver's answer (and dropped); a longer one closes its connection
 MAX_ANSWER_BYTES = 64 * 1024
 USER_AGENT = "upload-service-webhooks/1"
@@ -127,7 +131,8 @@ class WebhookDeliverer:
         # Long enough for one POST to every receiver, each connecting, waiting for its answer
         # and for its body (``_drain``: the timeout plus one last read) as long as it may, and
         # the bookkeeping: held again right before each event is sent.
-        self._lease = (min(5.0, timeout_seconds) + 3 * timeout_seconds) * len(self._urls) + 30
+        self._send_seconds = (min(5.0, timeout_seconds) + 3 * timeout_seconds) * len(self._urls)
+        self._lease = self._send_seconds + 30
         self._worker = str(uuid.uuid4())
         self._http = self._pools(self._urls, min(5.0, timeout_seconds), timeout_seconds)
         # Receivers by place (1, 2, ...) in WEBHOOK_URLS: how logs and metrics name them.
@@ -193,13 +198,17 @@ class WebhookDeliverer:
         """Attempt one batch of due events, once each (until ``stop`` is set: the rest are let go)."""
         report = DeliveryReport()
         repo = self._repository()
+        # Taken before the claim is sent, so never later than the lease the database gives it.
+        batch_lease_ends = time.monotonic() + self._lease
         for event in repo.claim_due(self._worker, self._batch_size, self._lease):
             if stop is not None and stop.is_set():
                 repo.release(self._worker)
                 break
-            # The batch's first lease may have run out while earlier events were sent, and
-            # another worker taken this one: then it is theirs to send.
-            if not repo.hold(self._worker, event.seq, self._lease):
+            # While the batch's lease outlasts this event's longest send, nobody else can take
+            # it; past that, hold it again first: the lease may have run out while earlier
+            # events were sent, and another worker taken this one (then it is theirs to send).
+            renew = time.monotonic() + self._send_seconds + HOLD_MARGIN_SECONDS > batch_lease_ends
+            if renew and not repo.hold(self._worker, event.seq, self._lease):
                 continue
             delivered, errors = self._send(event)
             done = set(self._ids.values()) <= set(delivered)

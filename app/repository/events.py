@@ -106,10 +106,13 @@ SELECT_EVENTS = """
 """
 
 # Send again: from the start for a delivered event (to every receiver), else to
-# the receivers that have not had it.
+# the receivers that have not had it. A pending event a worker holds stays held
+# (that worker may be sending it: no other may meanwhile).
 REPLAY = """
     UPDATE events
-    SET state = 'pending', attempts = 0, next_attempt_at = now(), locked_until = NULL, locked_by = NULL,
+    SET state = 'pending', attempts = 0, next_attempt_at = now(),
+        locked_until = CASE WHEN state = 'pending' AND locked_until > now() THEN locked_until END,
+        locked_by = CASE WHEN state = 'pending' AND locked_until > now() THEN locked_by END,
         delivered_to = CASE WHEN state = 'delivered' THEN '{}'::text[] ELSE delivered_to END,
         delivered_at = NULL
     WHERE (id::text = ANY(%(ids)s) OR (%(all_dead)s AND state = 'dead'))

@@ -13,6 +13,7 @@ import subprocess
 import threading
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from flask import Flask
 from standardwebhooks import Webhook
 
 from app.components import settings as app_settings
+from app.events import delivery
 from app.events.delivery import WebhookDeliverer, receiver_id
 from app.metrics import REGISTRY
 from app.migrations import apply_migrations
@@ -583,3 +585,74 @@ def test_the_worker_refuses_a_metrics_port_that_is_no_port(events_app: Callable[
             "Invalid value for '--metrics-port': expected a port from 1 to 65535 "
             f"(EVENTS_METRICS_PORT or --metrics-port), not '{value}'"
         ) in result.output
+
+
+def test_a_worker_holds_an_event_again_only_when_its_batchs_lease_might_not_outlast_the_send(
+    events_app: Callable[..., Flask], receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    holds: list[int] = []
+    real_hold = EventRepository.hold
+
+    def counted_hold(self: EventRepository, worker: str, seq: int, lease_seconds: float) -> bool:
+        holds.append(seq)
+        return real_hold(self, worker, seq, lease_seconds)
+
+    monkeypatch.setattr(EventRepository, "hold", counted_hold)
+    app = events_app()
+    client = app.test_client()
+    for i in range(3):
+        upload(client, "s3", b"%d" % i, f"trusted-{i}.txt")
+    worker = deliverer(app)
+    try:
+        assert worker.deliver_due().delivered == 3
+        assert holds == []  # a fresh batch's lease outlasts every send: no round trip for nothing
+        monkeypatch.setattr(delivery, "HOLD_MARGIN_SECONDS", float("inf"))  # as late in a batch
+        for i in range(3):
+            upload(client, "s3", b"%d" % i, f"renewed-{i}.txt")
+        assert worker.deliver_due().delivered == 3
+        assert len(holds) == 3
+    finally:
+        worker.close()
+    assert len(receiver.events()) == 6
+
+
+def test_late_in_its_batch_a_worker_skips_an_event_another_took_when_its_lease_ran_out(
+    events_app: Callable[..., Flask], receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = events_app()
+    upload(app.test_client(), "s3", b"taken", "taken.txt")
+    database_url = app_settings(app).database_url
+    real_claim = EventRepository.claim_due
+    other = psycopg2.connect(database_url)
+
+    def claim_then_lose_it(self: EventRepository, worker: str, limit: int, lease: float) -> list[Any]:
+        batch = real_claim(self, worker, limit, lease)
+        with other, other.cursor() as cur:  # the lease runs out (time passes) and another worker claims
+            cur.execute("UPDATE events SET locked_until = now() - interval '1 second'")
+        assert len(real_claim(EventRepository(other), str(uuid.uuid4()), 10, 60)) == 1
+        return batch
+
+    monkeypatch.setattr(EventRepository, "claim_due", claim_then_lose_it)
+    monkeypatch.setattr(delivery, "HOLD_MARGIN_SECONDS", float("inf"))  # late in the batch: it holds first
+    worker = deliverer(app)
+    try:
+        report = worker.deliver_due()
+    finally:
+        worker.close()
+        other.close()
+    assert report.handled == 0 and receiver.events() == []  # theirs to send, not this worker's
+
+
+def test_replaying_an_event_a_worker_holds_leaves_it_held(events_app: Callable[..., Flask]) -> None:
+    app = events_app()
+    upload(app.test_client(), "s3", b"held", "held-replay.txt")
+    database_url = app_settings(app).database_url
+    first, second = psycopg2.connect(database_url), psycopg2.connect(database_url)
+    try:
+        (held,) = EventRepository(first).claim_due(str(uuid.uuid4()), 10, 60)
+        assert EventRepository(second).replay([held.id]) == [held.id]
+        # Still held by the worker that may be sending it: no other worker can take it meanwhile.
+        assert EventRepository(second).claim_due(str(uuid.uuid4()), 10, 60) == []
+    finally:
+        first.close()
+        second.close()
