@@ -8,9 +8,6 @@ and dropped at the end, so a developer's data is never touched.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,9 +23,9 @@ from app import create_app
 from app.components import get_database, sweeper
 from app.migrations import apply_migrations
 from app.uploads import recorder as recorder_module
-from devstack.services import free_port, port_is_free
 from devstack.stack import LocalStack
 from tests.helpers import recorder
+from tests.servers import Tinyproxy
 
 
 @pytest.fixture(scope="session")
@@ -223,25 +220,6 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def tinyproxy(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """Start Debian's tinyproxy on a free port; yield its URL and its log."""
-    binary = shutil.which("tinyproxy") or "/usr/bin/tinyproxy"
-    if not Path(binary).exists():
-        pytest.fail(
-            "tinyproxy not found: make install installs it as root (Debian: apt-get install tinyproxy)"
-        )
-    port = free_port()
-    log = tmp_path / "tinyproxy.log"
-    config = tmp_path / "tinyproxy.conf"
-    config.write_text(
-        f'Port {port}\nListen 127.0.0.1\nTimeout 30\nAllow 127.0.0.1\nLogFile "{log}"\n'
-        "LogLevel Info\nMaxClients 20\n"
-    )
-    proc = subprocess.Popen(
-        [binary, "-d", "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
-    )
-    deadline = time.monotonic() + 10
-    while port_is_free(port):
-        assert proc.poll() is None and time.monotonic() < deadline, "tinyproxy did not start"
-        time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}", log
-    proc.terminate()
-    proc.wait(10)
+    proxy = Tinyproxy(tmp_path / "tinyproxy").start()
+    yield proxy.url, proxy.log
+    proxy.stop()

@@ -1,5 +1,5 @@
 """Real servers the tests start for themselves: the service as the image runs it, PgBouncer, nginx, Redis,
-and a webhook receiver (an HTTP server in the test's process).
+tinyproxy, and a webhook receiver (an HTTP server in the test's process).
 
 Each of the others is a Debian package that ``make install`` installs (as root); a test
 that needs one fails with that instruction when it is missing. Every server
@@ -288,6 +288,48 @@ class RedisServer:
 
     def stop(self) -> None:
         """Stop the server (when it is the test's own)."""
+        stop_process_group(self._proc, grace=10)
+
+
+@dataclass
+class Tinyproxy:
+    """Debian's tinyproxy: a forward proxy whose log names every request it passed on."""
+
+    workdir: Path
+    port: int = 0
+    _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        """The proxy's URL, as HTTP_PROXY takes it."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> Path:
+        """Its log: a line per request, with the URL it fetched."""
+        return self.workdir / "tinyproxy.log"
+
+    def start(self) -> Tinyproxy:
+        """Start the proxy on a free port."""
+        binary = _binary("tinyproxy", "/usr/bin/tinyproxy")
+        self.port = self.port or free_port()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        config = self.workdir / "tinyproxy.conf"
+        config.write_text(
+            f'Port {self.port}\nListen 127.0.0.1\nTimeout 30\nAllow 127.0.0.1\nLogFile "{self.log}"\n'
+            "LogLevel Info\nMaxClients 20\n"
+        )
+        self._proc = subprocess.Popen(
+            [binary, "-d", "-c", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        _wait_listening(self.port, self._proc, self.log, "tinyproxy")
+        return self
+
+    def stop(self) -> None:
+        """Stop the proxy."""
         stop_process_group(self._proc, grace=10)
 
 
